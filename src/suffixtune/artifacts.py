@@ -1,0 +1,84 @@
+"""The artifact format: a JSON config naming the base model, method and head, plus the trained weights only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ArtifactError
+from .tasks import Task
+
+CONFIG_NAME = "suffixtune_config.json"
+WEIGHTS_NAME = "suffixtune_model.safetensors"
+
+
+@dataclass
+class ClassifierConfig:
+    """Everything needed to rebuild a classifier on its base model; stored as the artifact's JSON."""
+
+    base_model: str
+    base_model_hash: str
+    hidden_size: int
+    method: str
+    method_config: dict[str, Any]
+    head: str
+    task: str
+    label_names: list[str] | None  # None: regression
+    label_words: list[str] | None = None
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    label_column: str = "label"
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    template: str | None = None
+    max_length: int = 256
+    suffixtune_version: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_names is None else len(self.label_names)
+
+    def as_task(self) -> Task:
+        return Task(
+            name=self.task, text_columns=tuple(self.text_columns), template=self.template,
+            label_column=self.label_column, metrics=tuple(self.metrics),
+            label_names=None if self.label_names is None else tuple(self.label_names),
+            label_words=None if self.label_words is None else tuple(self.label_words),
+        )
+
+
+def read_config(directory: str | os.PathLike) -> ClassifierConfig:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: not a suffixtune artifact (no {CONFIG_NAME})")
+    try:
+        return ClassifierConfig(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ArtifactError(f"{path}: malformed artifact config ({error})") from None
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(staging_path)`, then move the file into place, so readers never see half a file."""
+    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(handle)
+    try:
+        write(staging)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
+def write_config(config: ClassifierConfig, directory: Path) -> None:
+    text = json.dumps(asdict(config), indent=2)
+    atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(text))
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    atomic_write(path, lambda staging: Path(staging).write_text(text))

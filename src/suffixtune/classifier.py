@@ -1,0 +1,185 @@
+"""A frozen causal LM + a training method + a head, as one nn.Module with save/load of what trained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from . import __version__
+from .artifacts import WEIGHTS_NAME, ClassifierConfig, atomic_write, read_config, write_config
+from .backbone import load_backbone, weights_hash
+from .errors import ArtifactError, DataError
+from .heads import Head, build_head
+from .methods import Method, MethodConfig, get_method
+from .tasks import Task
+
+
+class Classifier(nn.Module):
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        method: Method,
+        head: Head,
+        config: ClassifierConfig,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.method = method
+        self.head = head
+        self.tokenizer = tokenizer
+        self.classifier_config = config
+
+    @classmethod
+    def build(
+        cls,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        task: Task,
+        method: str = "suffix",
+        method_config: MethodConfig | None = None,
+        head: str = "linear",
+        max_length: int = 256,
+    ) -> Classifier:
+        """A fresh classifier for `task`: method state initialised, head new."""
+        method_cls = get_method(method)
+        method_config = method_config or method_cls.config_class()
+        config = ClassifierConfig(
+            base_model=backbone.name_or_path,
+            base_model_hash=weights_hash(backbone),
+            hidden_size=backbone.get_input_embeddings().embedding_dim,
+            method=method,
+            method_config=method_config.to_dict(),
+            head=head,
+            task=task.name,
+            label_names=None if task.label_names is None else list(task.label_names),
+            label_words=None if task.label_words is None else list(task.label_words),
+            text_columns=list(task.text_columns),
+            label_column=task.label_column,
+            metrics=list(task.metrics),
+            template=task.template,
+            max_length=max_length,
+            suffixtune_version=__version__,
+        )
+        classifier = cls._assemble(backbone, tokenizer, config)
+        classifier.method.initialize(backbone, tokenizer, task)
+        return classifier
+
+    @classmethod
+    def _assemble(cls, backbone, tokenizer, config: ClassifierConfig) -> Classifier:
+        method_cls = get_method(config.method)
+        device = backbone.get_input_embeddings().weight.device
+        method = method_cls(method_cls.config_class(**config.method_config), backbone).to(device)
+        head = build_head(config.head, backbone, tokenizer, config.num_labels, config.label_words).to(device)
+        return cls(backbone, tokenizer, method, head, config)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> SequenceClassifierOutput:
+        embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, L, H]
+        inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
+        hidden = self.backbone.base_model(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids,
+            use_cache=False,
+        ).last_hidden_state  # [B, T, H]
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), inputs.pool_index]  # [B, H]
+        with torch.autocast(hidden.device.type, enabled=False):
+            logits = self.head(pooled.float())  # [B, C] in fp32, whatever the backbone runs in
+            loss = None if labels is None else self.loss(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.classifier_config.label_names is None:
+            return F.mse_loss(logits.squeeze(-1), labels.float())
+        return F.cross_entropy(logits, labels.long())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the trained weights and the config, each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        write_config(self.classifier_config, directory)
+
+    def load_trained_weights(self, directory: str | os.PathLike) -> None:
+        path = Path(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            raise ArtifactError(f"{directory}: no {WEIGHTS_NAME}")
+        state = load_file(path, device=str(self.backbone.device))
+        expected = set(self.trainable_state_dict())
+        if set(state) != expected:
+            raise ArtifactError(
+                f"{path}: tensors {sorted(set(state) ^ expected)} do not fit method "
+                f"{self.classifier_config.method!r} with head {self.classifier_config.head!r}"
+            )
+        self.load_state_dict(state, strict=False)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        backbone: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str = torch.float32,
+    ) -> Classifier:
+        """Load an artifact onto `backbone`, or onto the base model it records."""
+        config = read_config(directory)
+        if backbone is None:
+            backbone, tokenizer = load_backbone(config.base_model, dtype=dtype, device=device)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer together with the backbone")
+        hidden = backbone.get_input_embeddings().embedding_dim
+        if hidden != config.hidden_size or weights_hash(backbone) != config.base_model_hash:
+            raise ArtifactError(
+                f"{directory} was trained on base model {config.base_model!r} (hidden size {config.hidden_size}, "
+                f"weights {config.base_model_hash}), but the given model {backbone.name_or_path!r} has hidden size "
+                f"{hidden}, weights {weights_hash(backbone)}; load it onto {config.base_model!r}"
+            )
+        classifier = cls._assemble(backbone, tokenizer, config)
+        classifier.load_trained_weights(directory)
+        return classifier
+
+    @torch.no_grad()
+    def predict_logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """Logits [N, C] for formatted texts, run in length-sorted batches."""
+        was_training = self.training
+        self.eval()
+        encoded = self.tokenizer(texts, add_special_tokens=True).input_ids
+        encoded = [row[: self.classifier_config.max_length] for row in encoded]
+        empty = [i for i, row in enumerate(encoded) if not row]
+        if empty:
+            raise DataError(f"text {empty[0] + 1} is empty; every text needs at least one token")
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        device = self.backbone.get_input_embeddings().weight.device
+        logits = torch.empty(len(texts), self.classifier_config.num_labels)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(device)
+            logits[chunk] = self(batch["input_ids"], batch["attention_mask"]).logits.cpu()
+        self.train(was_training)
+        return logits
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        """Label and class probabilities (or a value, for regression) per text."""
+        return [self.describe(row) for row in self.predict_logits(texts, batch_size)]
+
+    def describe(self, logits: torch.Tensor) -> dict[str, Any]:
+        names = self.classifier_config.label_names
+        if names is None:
+            return {"value": logits.item()}
+        probabilities = logits.softmax(-1)
+        return {"label": names[int(probabilities.argmax())], "probabilities": dict(zip(names, probabilities.tolist()))}

@@ -1,0 +1,125 @@
+"""`suffixtune train | eval | predict`: the train flags are the fields of the argument dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from transformers import HfArgumentParser
+
+from .errors import SuffixTuneError
+from .methods import METHODS, get_method
+from .training import DataArguments, MethodArguments, ModelArguments, RunFailed, TrainingArguments
+
+EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
+
+
+def method_config_classes() -> list[type]:
+    return list(dict.fromkeys(cls.config_class for cls in METHODS.values()))
+
+
+def train_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        [ModelArguments, DataArguments, MethodArguments, *method_config_classes(), TrainingArguments],
+        prog="suffixtune train",
+        description="Train a classifier on a frozen causal LM; every Hugging Face TrainingArguments field is a flag.",
+    )
+    return parser
+
+
+def run_train(argv: list[str]) -> int:
+    parsed = train_parser().parse_args_into_dataclasses(argv)
+    model_args, data_args, method_args, *method_configs, training_args = parsed
+    config_class = get_method(method_args.method).config_class
+    method_config = next(c for c in method_configs if type(c) is config_class)
+    from .training import train
+
+    record = train(model_args, data_args, method_args, method_config, training_args)
+    print(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
+    return 0
+
+
+def run_eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suffixtune eval", description="Print an artifact's metrics as JSON.")
+    parser.add_argument("artifact", help="Directory written by `suffixtune train`.")
+    parser.add_argument("--data", help="Directory with the task's files (default: the hub).")
+    parser.add_argument("--validation", help="Evaluation file instead of the task's validation split.")
+    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    options = parser.parse_args(argv)
+    from .training import evaluate_artifact
+
+    data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
+    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device))
+    print(json.dumps(metrics))
+    return EXIT_RUN_FAILED if metrics["failure"] else 0
+
+
+def run_predict(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="suffixtune predict",
+        description="Classify texts: one JSON line per text with label and probabilities (or value).",
+    )
+    parser.add_argument("artifact", help="Directory written by `suffixtune train`.")
+    parser.add_argument("--text", action="append", help="A text to classify (repeatable); without it, JSONL on stdin.")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
+    parser.add_argument("--device", default=None)
+    options = parser.parse_args(argv)
+    from .artifacts import read_config
+    from .classifier import Classifier
+
+    task = read_config(options.artifact).as_task()
+    rows = [{task.text_columns[0]: text} for text in options.text] if options.text else list(read_jsonl(sys.stdin, task.text_columns))
+    texts = [task.format(row) for row in rows]
+    classifier = Classifier.from_pretrained(options.artifact, device=default_device(options.device))
+    for row, result in zip(rows, classifier.predict(texts, options.batch_size)):
+        print(json.dumps({**row, **result}))
+    return 0
+
+
+def read_jsonl(stream, text_columns: tuple[str, ...]):
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SuffixTuneError(f"stdin line {number}: not JSON ({error.msg})") from None
+        if isinstance(row, str):
+            row = {text_columns[0]: row}
+        missing = [c for c in text_columns if not isinstance(row.get(c), str)]
+        if missing:
+            raise SuffixTuneError(f"stdin line {number}: needs string field(s) {missing}, e.g. {{\"{text_columns[0]}\": \"...\"}}")
+        yield {c: row[c] for c in text_columns}
+
+
+def default_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: suffixtune {{{','.join(COMMANDS)}}} ... (suffixtune COMMAND --help for its flags)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except SuffixTuneError as error:
+        print(f"suffixtune {argv[0]}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunFailed as error:
+        print(f"suffixtune {argv[0]}: {error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Classification heads: read one pooled hidden state, return class logits (or one regression value)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import ConfigError
+
+HEADS: dict[str, type[Head]] = {}
+
+
+class Head(nn.Module):
+    name: ClassVar[str]
+
+    @classmethod
+    def check(cls, num_labels: int, label_words: list[str] | tuple[str, ...] | None) -> None:
+        """Raise ConfigError if this head cannot serve a task with these labels."""
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # [B, H] fp32 -> [B, num_labels]
+        raise NotImplementedError
+
+
+def register_head(cls: type[Head]) -> type[Head]:
+    if cls.name in HEADS:
+        raise ValueError(f"head {cls.name!r} is already registered")
+    HEADS[cls.name] = cls
+    return cls
+
+
+def check_head(name: str, num_labels: int, label_words: list[str] | tuple[str, ...] | None) -> None:
+    """Refuse a head that cannot work for this task, before any model loads."""
+    if name not in HEADS:
+        hint = difflib.get_close_matches(name, HEADS, n=1)
+        raise ConfigError(f"unknown head {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; choose from {sorted(HEADS)}")
+    HEADS[name].check(num_labels, label_words)
+
+
+def build_head(
+    name: str,
+    backbone: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    num_labels: int,
+    label_words: list[str] | None,
+) -> Head:
+    check_head(name, num_labels, label_words)
+    return HEADS[name].build(backbone, tokenizer, num_labels, label_words)
+
+
+@register_head
+class LinearHead(Head):
+    """A new fp32 Linear(hidden, num_labels)."""
+
+    name = "linear"
+
+    def __init__(self, hidden_size: int, num_labels: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, num_labels, dtype=torch.float32)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    @classmethod
+    def build(cls, backbone, tokenizer, num_labels, label_words):
+        return cls(backbone.get_input_embeddings().embedding_dim, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled)
+
+
+@register_head
+class VerbalizerHead(Head):
+    """The LM head's logits for one label word per class; no new parameters.
+
+    Only the label words' rows of the output embedding are kept (a copy, not saved), so scoring costs
+    num_labels dot products instead of a vocabulary-sized matmul.
+    """
+
+    name = "verbalizer"
+
+    def __init__(self, rows: torch.Tensor, bias: torch.Tensor | None, token_ids: list[int]):
+        super().__init__()
+        self.token_ids = token_ids
+        self.register_buffer("rows", rows.float(), persistent=False)  # [C, H]
+        self.register_buffer("bias", None if bias is None else bias.float(), persistent=False)  # [C]
+
+    @classmethod
+    def check(cls, num_labels, label_words):
+        if num_labels < 2:
+            raise ConfigError("--head verbalizer needs a classification task; for regression (num_labels=1) use --head linear")
+        if not label_words or len(label_words) != num_labels:
+            raise ConfigError(
+                f"--head verbalizer needs one label word per class ({num_labels}), got {label_words}; "
+                "pass --label_words, e.g. --label_words ' negative' ' positive'"
+            )
+
+    @classmethod
+    def build(cls, backbone, tokenizer, num_labels, label_words):
+        token_ids = [first_token(tokenizer, word) for word in label_words]
+        if len(set(token_ids)) != len(token_ids):
+            raise ConfigError(f"label words {label_words} start with the same token; choose words that differ at the start")
+        output = backbone.get_output_embeddings()
+        index = torch.tensor(token_ids, device=output.weight.device)
+        bias = output.bias[index] if getattr(output, "bias", None) is not None else None
+        return cls(output.weight[index].detach(), bias, token_ids)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        logits = pooled @ self.rows.T
+        return logits if self.bias is None else logits + self.bias
+
+
+def first_token(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
+    ids = tokenizer(word, add_special_tokens=False).input_ids
+    if not ids:
+        raise ConfigError(f"label word {word!r} encodes to no tokens")
+    return ids[0]
+
+
+__all__ = ["HEADS", "Head", "LinearHead", "VerbalizerHead", "build_head", "check_head", "register_head"]

@@ -1,0 +1,112 @@
+"""Soft prompts: P trainable embeddings placed after the text (`suffix`) or before it (`prefix`, Lester et al.)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import ConfigError
+from . import register_method
+from .base import BackboneInputs, Method, MethodConfig
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+
+@dataclass
+class SoftPromptConfig(MethodConfig):
+    prompt_length: int = field(default=20, metadata={"help": "Number of trainable prompt vectors P."})
+    prompt_init: Literal["text", "random", "label-words"] = field(
+        default="text",
+        metadata={
+            "help": "Initial prompt: embeddings of --prompt_text (default: the task's instruction), of random "
+            "vocabulary tokens, or of the task's label words; text is cycled or cut to P tokens."
+        },
+    )
+    prompt_text: str | None = field(default=None, metadata={"help": "Text for --prompt_init text."})
+
+    def __post_init__(self):
+        if self.prompt_length < 1:
+            raise ConfigError(f"--prompt_length must be at least 1, got {self.prompt_length}")
+
+
+def place_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, before_text: bool) -> BackboneInputs:
+    """Put `prompt` right before or right after each row's real tokens, in one scatter for the whole batch.
+
+    Works for left or right padding: the output is always right-padded, so every row's positions are
+    0..len+P-1 and causal attention alone is exact (no mask, which keeps the fast attention kernels).
+    """
+    batch, length, hidden = embeds.shape
+    prompt_length = prompt.shape[0]
+    mask = mask.bool()
+    lengths = mask.sum(1, keepdim=True)  # [B, 1]
+    real_rank = mask.cumsum(1) - 1  # [B, L], order among real tokens
+    pad_rank = (~mask).cumsum(1) - 1  # [B, L], order among pads
+    offset = prompt_length if before_text else 0
+    token_dest = torch.where(mask, real_rank + offset, lengths + prompt_length + pad_rank)  # [B, L]
+    steps = torch.arange(prompt_length, device=embeds.device)
+    prompt_dest = steps.expand(batch, -1) if before_text else lengths + steps  # [B, P]
+    dest = torch.cat([token_dest, prompt_dest], 1)  # [B, L+P]
+    source = torch.cat([embeds, prompt.to(embeds.dtype).expand(batch, -1, -1)], 1)  # [B, L+P, H]
+    placed = torch.empty_like(source).scatter_(1, dest.unsqueeze(-1).expand(-1, -1, hidden), source)
+    positions = torch.arange(length + prompt_length, device=embeds.device).expand(batch, -1)
+    return BackboneInputs(placed, positions, pool_index=lengths.squeeze(1) + prompt_length - 1)
+
+
+class SoftPrompt(Method):
+    config_class: ClassVar[type[MethodConfig]] = SoftPromptConfig
+    default_learning_rate: ClassVar[float] = 3e-3
+    before_text: ClassVar[bool]
+
+    def __init__(self, config: SoftPromptConfig, backbone: PreTrainedModel):
+        super().__init__(config, backbone)
+        hidden = backbone.get_input_embeddings().embedding_dim
+        self.prompt = nn.Parameter(torch.zeros(config.prompt_length, hidden, dtype=torch.float32))
+
+    @property
+    def added_positions(self) -> int:
+        return self.config.prompt_length
+
+    @torch.no_grad()
+    def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
+        config: SoftPromptConfig = self.config
+        if config.prompt_init == "random":
+            special = set(tokenizer.all_special_ids)
+            candidates = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+            ids = candidates[torch.randint(len(candidates), (config.prompt_length,))]
+        else:
+            if config.prompt_init == "text":
+                text = config.prompt_text or task.prompt_text
+                if not text:
+                    raise ConfigError(f"task {task.name!r} has no default prompt text; pass --prompt_text")
+            else:
+                if not task.label_words:
+                    raise ConfigError(f"task {task.name!r} has no label words; pass --label_words or another --prompt_init")
+                text = " " + " ".join(task.label_words)
+            token_ids = tokenizer(text, add_special_tokens=False).input_ids
+            ids = torch.tensor(token_ids).repeat(config.prompt_length // len(token_ids) + 1)[: config.prompt_length]
+        weight = backbone.get_input_embeddings().weight
+        self.prompt.copy_(weight[ids.to(weight.device)].float())
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneInputs:
+        return place_prompt(inputs_embeds, attention_mask, self.prompt, self.before_text)
+
+
+@register_method
+class Suffix(SoftPrompt):
+    """Prompt after the text: the text's key/value cache is the same for every task."""
+
+    name = "suffix"
+    before_text = False
+
+
+@register_method
+class Prefix(SoftPrompt):
+    """Prompt before the text, as in Lester et al. (2021) prompt tuning."""
+
+    name = "prefix"
+    before_text = True

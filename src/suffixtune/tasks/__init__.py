@@ -1,0 +1,59 @@
+"""Tasks are data: where the rows live, which columns hold text and label, the label names and metrics."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..errors import ConfigError
+
+TASKS: dict[str, Task] = {}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...] | None  # None means regression (one output)
+    metrics: tuple[str, ...] = ("accuracy",)
+    label_column: str = "label"
+    template: str | None = None  # joins the text columns with str.format; default: joined by newlines
+    label_words: tuple[str, ...] | None = None  # for --head verbalizer and --prompt_init label-words
+    prompt_text: str | None = None  # default text for --prompt_init text
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # split -> file names tried in --data DIR
+    rename: Mapping[str, str] = field(default_factory=dict)  # file column -> canonical column
+    headerless_columns: tuple[str, ...] | None = None  # column names for delimited files without a header row
+    hub: tuple[str, str] | None = None  # (dataset id, config) for datasets.load_dataset
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names is None
+
+    def format(self, row: Mapping[str, str]) -> str:
+        if self.template is None:
+            return "\n".join(row[c] for c in self.text_columns)
+        return self.template.format(**{c: row[c] for c in self.text_columns})
+
+
+def register_task(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        hint = difflib.get_close_matches(name, TASKS, n=1)
+        raise ConfigError(f"unknown task {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; choose from {sorted(TASKS)}")
+    return TASKS[name]
+
+
+from . import glue  # noqa: E402,F401  registers the GLUE tasks and sms_spam
+
+__all__ = ["TASKS", "Task", "get_task", "register_task"]

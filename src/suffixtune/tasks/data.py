@@ -1,0 +1,180 @@
+"""Read, validate and tokenize task data; every error names the file, row and column, and says what would work."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import DataError
+from . import Task
+
+logger = logging.getLogger(__name__)
+
+READERS = {".tsv", ".csv", ".parquet", ".jsonl", ".json"}
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: list[int] | list[float]
+    source: str
+
+
+def read_table(path: str | Path, headerless_columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A file as a DataFrame; delimited files are read with every cell as text and no quote handling for TSV."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(READERS)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    if suffix in (".tsv", ".csv"):
+        options = dict(sep="\t", quoting=csv.QUOTE_NONE) if suffix == ".tsv" else dict(sep=",")
+        if headerless_columns:
+            with open(path, encoding="utf-8-sig") as handle:
+                first = handle.readline().rstrip("\n").split(options["sep"])
+            if not set(first) & set(headerless_columns):
+                options.update(header=None, names=list(headerless_columns))
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", **options)
+    elif suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    if len(frame) == 0:
+        raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def find_split_file(task: Task, split: str, data_dir: str | Path) -> Path:
+    data_dir = Path(data_dir)
+    candidates = task.files.get(split, ())
+    for name in candidates:
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise DataError(
+        f"{data_dir}: no {split} file for task {task.name!r}; expected one of {list(candidates)}"
+        + (f", found {sorted(p.name for p in data_dir.iterdir())}" if data_dir.is_dir() else " (no such directory)")
+    )
+
+
+def load_split(task: Task, split: str, *, data_dir: str | Path | None = None, file: str | Path | None = None) -> Split:
+    """Rows of one split from an explicit file, a GLUE-style directory, or (with neither) the Hugging Face hub."""
+    if file is None and data_dir is not None:
+        file = find_split_file(task, split, data_dir)
+    if file is not None:
+        frame = read_table(file, task.headerless_columns)
+        source = str(file)
+    elif task.hub is not None:
+        from datasets import load_dataset
+
+        hub_split = "validation_matched" if (task.name, split) == ("mnli", "validation") else split
+        frame = load_dataset(*task.hub, split=hub_split).to_pandas()
+        source = f"{task.hub[0]}/{task.hub[1]} ({hub_split})"
+    else:
+        raise DataError(f"task {task.name!r} is not on the hub; pass --data DIR or --{split} FILE")
+    return validate(frame.rename(columns=dict(task.rename)), task, source)
+
+
+def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
+    needed = [*task.text_columns, task.label_column]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; available columns are {list(map(str, frame.columns))}")
+    rows = frame[needed].to_dict("records")
+    texts = []
+    for number, row in enumerate(rows, start=1):
+        for column in task.text_columns:
+            value = row[column]
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs text")
+        texts.append(task.format(row))
+    labels = [row[task.label_column] for row in rows]
+    return Split(texts, encode_labels(labels, task, source), source)
+
+
+def encode_labels(values: list, task: Task, source: str) -> list[int] | list[float]:
+    column = task.label_column
+    if task.is_regression:
+        encoded = []
+        for number, value in enumerate(values, start=1):
+            try:
+                encoded.append(float(value))
+            except (TypeError, ValueError):
+                raise DataError(f"{source}: row {number}, column {column!r}: {value!r} is not a number") from None
+        return encoded
+    names = {name: index for index, name in enumerate(task.label_names)}
+    encoded, kinds = [], {}
+    for number, value in enumerate(values, start=1):
+        text = str(value).strip()
+        if text in names:
+            kinds.setdefault("name", (number, text))
+            encoded.append(names[text])
+            continue
+        index = as_int(text)
+        if index is None or not 0 <= index < len(names):
+            raise DataError(
+                f"{source}: row {number}, column {column!r}: unknown label {value!r}; "
+                f"expected one of {list(names)} or an index 0..{len(names) - 1}"
+            )
+        kinds.setdefault("index", (number, text))
+        encoded.append(index)
+    if len(kinds) > 1:
+        (_, (row_a, a)), (_, (row_b, b)) = sorted(kinds.items(), key=lambda item: item[1][0])
+        raise DataError(
+            f"{source}: column {column!r} mixes label names and indices (row {row_a}: {a!r}, row {row_b}: {b!r}); "
+            "use one kind throughout"
+        )
+    return encoded
+
+
+def as_int(text: str) -> int | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def custom_task(
+    train_file: str | Path, text_column: str, text_pair_column: str | None, label_column: str, regression: bool
+) -> Task:
+    """A task for user files; class names are the distinct labels of the training file, sorted."""
+    text_columns = (text_column,) if text_pair_column is None else (text_column, text_pair_column)
+    task = Task(
+        name=Path(train_file).stem, text_columns=text_columns, label_names=None, label_column=label_column,
+        metrics=("pearson", "spearman"),
+    )
+    if regression:
+        return task
+    frame = read_table(train_file)
+    if label_column not in frame.columns:
+        raise DataError(f"{train_file}: missing column {label_column!r}; available columns are {list(frame.columns)}")
+    values = sorted({str(v).strip() for v in frame[label_column]})
+    numeric = [as_int(v) for v in values]
+    if all(n is not None for n in numeric):
+        values = [str(n) for n in sorted(numeric)]
+    elif any(n is not None for n in numeric):
+        raise DataError(
+            f"{train_file}: column {label_column!r} mixes label names and numbers ({values[:6]}); use one kind throughout"
+        )
+    if len(values) < 2:
+        raise DataError(f"{train_file}: column {label_column!r} has one label value {values}; a classifier needs two or more")
+    return replace(task, label_names=tuple(values), metrics=("accuracy",))
+
+
+def tokenize(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    """Token ids cut to `max_length` (the text is cut, never the prompt), with lengths for length-grouped batches."""
+    ids = tokenizer(split.texts, add_special_tokens=True).input_ids
+    too_long = sum(len(row) > max_length for row in ids)
+    if too_long:
+        logger.warning("%s: %d of %d rows are longer than %d tokens and were cut", split.source, too_long, len(ids), max_length)
+        ids = [row[:max_length] for row in ids]
+    return Dataset.from_dict({"input_ids": ids, "labels": split.labels, "length": [len(row) for row in ids]})

@@ -1,0 +1,65 @@
+"""Run arguments as dataclasses; each field is one CLI flag (`--prompt_length` or `--prompt-length`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import transformers
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(
+        default="smollm2-135m",
+        metadata={"help": "Base causal LM: a hub id (gpt2, EleutherAI/gpt-neo-1.3B, ...), a local directory, or smollm2-135m (bundled)."},
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Dtype the frozen backbone is loaded in; prompt, head and loss always stay float32.", "choices": ["float32", "bfloat16", "float16"]},
+    )
+
+
+@dataclass
+class DataArguments:
+    task: str | None = field(default=None, metadata={"help": "Known task (sst2, cola, mrpc, rte, stsb, wnli, qnli, mnli, qqp, sms_spam)."})
+    data: str | None = field(default=None, metadata={"help": "Directory with the task's files (GLUE TSVs or HF parquet); without it a known task loads from the hub."})
+    train: str | None = field(default=None, metadata={"help": "Training file (csv, tsv, parquet, jsonl) for custom data or to override the task's."})
+    validation: str | None = field(default=None, metadata={"help": "Validation file, like --train."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of custom files."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column of custom files (sentence pairs)."})
+    label_column: str = field(default="label", metadata={"help": "Label column of custom files; labels may be names or integers."})
+    regression: bool = field(default=False, metadata={"help": "Custom labels are real numbers (one output, MSE loss)."})
+    label_words: list[str] | None = field(default=None, metadata={"help": "One word per class for --head verbalizer, e.g. ' negative' ' positive'."})
+    max_length: int = field(default=256, metadata={"help": "Longest text in tokens; longer texts are cut (the prompt never is)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this many rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first this many validation rows."})
+
+
+@dataclass
+class MethodArguments:
+    method: str = field(default="suffix", metadata={"help": "Training method: suffix (default) or prefix."})
+    head: str = field(default="linear", metadata={"help": "linear: a new Linear on the pooled state; verbalizer: LM logits of the label words."})
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """Hugging Face TrainingArguments with defaults measured for prompt methods (see docs/results.md)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Run directory: artifact, metrics.json, checkpoints.", "aliases": ["--output"]})
+    do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's measured default (3e-3 for soft prompts)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Train batch size per device."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
+    warmup_steps: float = field(default=0.06, metadata={"help": "Warm-up steps, or a fraction of all steps when below 1."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept besides the best."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best checkpoint by the task's main metric."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "group_by_length (default) batches texts of similar length to waste little on padding.",
+                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers: none, tensorboard, wandb, mlflow, all."})

@@ -1,0 +1,203 @@
+"""One run end to end: check options, read data, build the classifier, train with Trainer, check, record."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import time
+from dataclasses import asdict, replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, EvalPrediction, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from .. import __version__
+from ..artifacts import read_config, write_json
+from ..backbone import load_backbone
+from ..errors import ConfigError, DataError
+from ..classifier import Classifier
+from ..heads import check_head
+from ..methods import MethodConfig, get_method
+from ..metrics import collapse_reason, compute_metrics, predictions_from_logits
+from ..tasks import TASKS, Task, get_task
+from ..tasks.data import Split, custom_task, load_split, tokenize
+from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
+from .trainer import ClassifierTrainer, DivergenceCallback
+
+logger = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """The loss diverged or the predictions collapsed; the run record is written and marked failed."""
+
+
+def resolve_task(data: DataArguments) -> Task:
+    if data.task is not None:
+        task = get_task(data.task)
+    elif data.train is not None:
+        if data.text_column is None:
+            raise DataError("custom data needs --text_column (and --text_pair_column for sentence pairs)")
+        if data.validation is None:
+            raise DataError("custom data needs --validation FILE to evaluate on")
+        task = custom_task(data.train, data.text_column, data.text_pair_column, data.label_column, data.regression)
+    else:
+        raise DataError("pass --task NAME (with --data DIR, or from the hub) or custom files with --train/--validation")
+    return task if data.label_words is None else replace(task, label_words=tuple(data.label_words))
+
+
+def check_options(task: Task, options: MethodArguments) -> None:
+    """Refuse combinations that cannot work before anything heavy loads."""
+    get_method(options.method)
+    check_head(options.head, task.num_labels, task.label_words)
+
+
+def subsample(split: Split, limit: int | None, seed: int) -> Split:
+    if limit is None or limit >= len(split.texts):
+        return split
+    keep = np.sort(np.random.default_rng(seed).choice(len(split.texts), size=limit, replace=False))
+    return Split([split.texts[i] for i in keep], [split.labels[i] for i in keep], split.source)
+
+
+class EvalRecorder:
+    """Trainer's compute_metrics that also keeps each evaluation's predictions, so none is run twice."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.trainer: ClassifierTrainer | None = None
+        self.results: dict[int, tuple[dict[str, float], np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        predictions = predictions_from_logits(prediction.predictions, self.task.is_regression)
+        metrics = compute_metrics(self.task.metrics, predictions, prediction.label_ids)
+        self.results[self.trainer.state.global_step] = (metrics, predictions, prediction.label_ids)
+        return metrics
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    method_config: MethodConfig,
+    args: TrainingArguments,
+) -> dict[str, Any]:
+    """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir."""
+    started = time.perf_counter()
+    task = resolve_task(data_args)
+    check_options(task, method_args)
+    if args.output_dir is None:
+        raise ConfigError("pass --output DIR for the artifact and metrics.json")
+    if args.learning_rate is None:
+        args.learning_rate = get_method(method_args.method).default_learning_rate
+    args.metric_for_best_model, args.greater_is_better = task.metrics[0], True
+    train_split = load_split(task, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
+    validation = load_split(task, "validation", data_dir=data_args.data, file=data_args.validation)
+
+    set_seed(args.seed)
+    backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
+    classifier = Classifier.build(backbone, tokenizer, task, method_args.method, method_config, method_args.head)
+    context = backbone.config.max_position_embeddings - classifier.method.added_positions
+    max_length = classifier.classifier_config.max_length = min(data_args.max_length, context)
+
+    eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
+    eval_dataset = tokenize(eval_rows, tokenizer, max_length).sort("length")
+    train_dataset = None
+    if train_split is not None:
+        train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, args.seed), tokenizer, max_length)
+
+    divergence, recorder = DivergenceCallback(), EvalRecorder(task)
+    trainer = recorder.trainer = ClassifierTrainer(
+        model=classifier, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=[divergence],
+    )
+    train_metrics: dict[str, float] = {}
+    if train_dataset is not None:
+        resume = args.resume_from_checkpoint
+        if resume is None and Path(args.output_dir).is_dir():
+            resume = get_last_checkpoint(args.output_dir)
+        if resume:
+            logger.warning("resuming from checkpoint %s", resume)
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    final_step = trainer.state.best_global_step if args.load_best_model_at_end else None
+    final_step = final_step or trainer.state.global_step
+    if final_step not in recorder.results:  # no evaluation of the final weights during training
+        trainer.predict(eval_dataset, metric_key_prefix="eval")
+    metrics, predictions, labels = recorder.results[final_step]
+    failure = divergence.failure or collapse_reason(predictions, labels, task.label_names)
+
+    classifier.save_pretrained(args.output_dir)
+    record = {
+        "status": "failed" if failure else "ok",
+        "failure": failure,
+        "task": task.name,
+        "method": method_args.method,
+        "head": method_args.head,
+        "model": model_args.model,
+        "eval": metrics,
+        "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
+        "train_rows": 0 if train_dataset is None else len(train_dataset),
+        "eval_rows": len(eval_dataset),
+        "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in classifier.parameters()),
+        "train_samples_per_second": train_metrics.get("train_samples_per_second"),
+        "train_tokens_per_second": tokens_per_second(train_dataset, classifier, train_metrics, args),
+        "train_runtime_s": train_metrics.get("train_runtime"),
+        "wall_time_s": time.perf_counter() - started,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "seed": args.seed,
+        "config": {
+            "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
+            "method_config": method_config.to_dict(), "training": args.to_dict(),
+            "template": task.template, "label_names": task.label_names, "max_length": max_length,
+        },
+        "versions": package_versions(),
+    }
+    write_json(record, Path(args.output_dir) / "metrics.json")
+    if failure:
+        raise RunFailed(f"{args.output_dir}: run failed: {failure}")
+    return record
+
+
+def evaluate_artifact(directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Metrics of a saved artifact on its task's validation split (or --validation FILE)."""
+    task = read_config(directory).as_task()
+    if task.name in TASKS and data_args.validation is None:
+        task = replace(get_task(task.name), label_names=task.label_names)
+    split = load_split(task, "validation", data_dir=data_args.data, file=data_args.validation)
+    split = subsample(split, data_args.max_eval_samples, seed=0)
+    classifier = Classifier.from_pretrained(directory, device=device)
+    logits = classifier.predict_logits(split.texts, batch_size).numpy()
+    predictions = predictions_from_logits(logits, task.is_regression)
+    labels = np.asarray(split.labels)
+    failure = collapse_reason(predictions, labels, task.label_names)
+    return {"task": task.name, "source": split.source, "rows": len(labels), "failure": failure,
+            **compute_metrics(task.metrics, predictions, labels)}
+
+
+def tokens_per_second(dataset, classifier: Classifier, metrics: dict[str, float], args: TrainingArguments) -> float | None:
+    if dataset is None or not metrics.get("train_runtime"):
+        return None
+    tokens = sum(dataset["length"]) + len(dataset) * classifier.method.added_positions
+    return tokens * args.num_train_epochs / metrics["train_runtime"]
+
+
+def peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def package_versions() -> dict[str, str]:
+    versions = {name: version(name) for name in ("torch", "transformers", "peft", "datasets", "accelerate")}
+    versions["suffixtune"] = __version__
+    try:
+        versions["suffixtune_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        versions["suffixtune_commit"] = None
+    return versions

@@ -1,0 +1,34 @@
+"""Hugging Face Trainer that checkpoints only what trained, and a callback that stops a diverging run."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import Trainer, TrainerCallback
+
+
+class ClassifierTrainer(Trainer):
+    """Checkpoints hold the classifier's artifact (prompt, head, ...), never a copy of the frozen backbone."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        (model or self.model).load_trained_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        self.accelerator.unwrap_model(self.model).load_trained_weights(self.state.best_model_checkpoint)
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops training as soon as the loss or gradient norm is NaN or infinite, and remembers why."""
+
+    def __init__(self):
+        self.failure: str | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                self.failure = self.failure or f"{key} became {value} at step {state.global_step}"
+                control.should_training_stop = True

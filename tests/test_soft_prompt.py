@@ -1,0 +1,70 @@
+"""Batched suffix/prefix placement equals running each text alone, and matches PEFT's prompt tuning."""
+
+import pytest
+import torch
+from peft import PromptTuningConfig, get_peft_model
+
+from suffixtune import Classifier
+from suffixtune.methods.soft_prompt import SoftPromptConfig, place_prompt
+
+from conftest import make_backbone, toy_task
+
+TEXTS = [
+    "A gripping, beautifully shot film.",
+    "Dull.",
+    "The plot wanders, the acting is wooden, and the ending never arrives at all.",
+    "Not bad",
+]
+
+
+def single_logits(classifier, tokenizer, text):
+    ids = torch.tensor([tokenizer(text).input_ids])
+    return classifier(ids, torch.ones_like(ids)).logits[0]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("method", ["suffix", "prefix"])
+@pytest.mark.parametrize("head", ["linear", "verbalizer"])
+def test_batched_matches_each_text_alone(tokenizer_dir, kind, padding_side, method, head):
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
+    config = SoftPromptConfig(prompt_length=5, prompt_init="random")
+    classifier = Classifier.build(backbone, tokenizer, toy_task(3), method, config, head)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert (batch.attention_mask == 0).any()
+    batched = classifier(batch.input_ids, batch.attention_mask).logits
+    alone = torch.stack([single_logits(classifier, tokenizer, text) for text in TEXTS])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+
+
+def test_suffix_positions_continue_each_text(tokenizer_dir):
+    embeds = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # left padding
+    prompt = torch.tensor([[100.0], [101.0]])
+    placed = place_prompt(embeds, mask, prompt, before_text=False)
+    assert placed.inputs_embeds[0, :, 0].tolist() == [2, 3, 100, 101, 0, 1]
+    assert placed.inputs_embeds[1, :, 0].tolist() == [4, 5, 6, 7, 100, 101]
+    assert placed.pool_index.tolist() == [3, 5]
+    assert placed.position_ids[0, :4].tolist() == [0, 1, 2, 3]
+    prefixed = place_prompt(embeds, mask, prompt, before_text=True)
+    assert prefixed.inputs_embeds[0, :, 0].tolist() == [100, 101, 2, 3, 0, 1]
+    assert prefixed.pool_index.tolist() == [3, 5]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_prefix_matches_peft_prompt_tuning(tokenizer_dir, kind):
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, "right")
+    classifier = Classifier.build(
+        backbone, tokenizer, toy_task(2), "prefix", SoftPromptConfig(prompt_length=4, prompt_init="random"), "verbalizer"
+    )
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    ours = classifier(batch.input_ids, batch.attention_mask).logits
+
+    peft_model = get_peft_model(backbone, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(classifier.method.prompt)
+    lm_logits = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    pool = batch.attention_mask.sum(1) + 4 - 1
+    word_ids = classifier.head.token_ids
+    theirs = lm_logits[torch.arange(len(TEXTS)), pool][:, word_ids]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
