@@ -21,7 +21,7 @@ DATA_DIR = SHARED / "data"
 
 TINY_CONFIGS = {
     "gpt2": lambda vocab: GPT2LMHeadModel(
-        GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+        GPT2Config(vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2, initializer_range=0.2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
     ),
     "llama": lambda vocab: LlamaForCausalLM(
         LlamaConfig(
@@ -58,3 +58,28 @@ def toy_task(num_labels: int = 2) -> Task:
     names = None if num_labels == 1 else tuple(f"class{i}" for i in range(num_labels))
     words = None if num_labels == 1 else tuple(f" {w}" for w in ["red", "green", "blue", "cat", "dog", "sun"][:num_labels])
     return Task(name=f"toy{num_labels}", text_columns=("text",), label_names=names, label_words=words, prompt_text=" Answer:")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random GPT-2 saved like a hub checkpoint, so the CLI and load_backbone load it by path."""
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_toy_csv(path: Path, rows: int = 64, seed: int = 0) -> Path:
+    """Separable sentiment-like rows: the label is which of two word groups the text uses."""
+    import random
+
+    rng = random.Random(seed)
+    good, bad = ["great", "wonderful", "superb", "lovely"], ["awful", "terrible", "boring", "dreadful"]
+    lines = ["text,label"]
+    for i in range(rows):
+        label = i % 2
+        words = rng.choices(good if label else bad, k=rng.randint(2, 6))
+        lines.append(f"{' '.join(words)},{'positive' if label else 'negative'}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

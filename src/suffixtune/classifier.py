@@ -49,7 +49,10 @@ class Classifier(nn.Module):
         head: str = "linear",
         max_length: int = 256,
     ) -> Classifier:
-        """A fresh classifier for `task`: method state initialised, head new."""
+        """A fresh classifier for `task`: method state initialised, head new.
+
+        Texts are cut to `max_length` tokens, and further if the model's context cannot hold them and the prompt.
+        """
         method_cls = get_method(method)
         method_config = method_config or method_cls.config_class()
         config = ClassifierConfig(
@@ -70,6 +73,8 @@ class Classifier(nn.Module):
             suffixtune_version=__version__,
         )
         classifier = cls._assemble(backbone, tokenizer, config)
+        context = backbone.config.max_position_embeddings - classifier.method.added_positions
+        config.max_length = min(max_length, context)
         classifier.method.initialize(backbone, tokenizer, task)
         return classifier
 

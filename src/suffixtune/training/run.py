@@ -99,9 +99,10 @@ def train(
 
     set_seed(args.seed)
     backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
-    classifier = Classifier.build(backbone, tokenizer, task, method_args.method, method_config, method_args.head)
-    context = backbone.config.max_position_embeddings - classifier.method.added_positions
-    max_length = classifier.classifier_config.max_length = min(data_args.max_length, context)
+    classifier = Classifier.build(
+        backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length
+    )
+    max_length = classifier.classifier_config.max_length
 
     eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
     eval_dataset = tokenize(eval_rows, tokenizer, max_length).sort("length")
@@ -122,10 +123,10 @@ def train(
         if resume:
             logger.warning("resuming from checkpoint %s", resume)
         train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
-    final_step = trainer.state.best_global_step if args.load_best_model_at_end else None
-    final_step = final_step or trainer.state.global_step
-    if final_step not in recorder.results:  # no evaluation of the final weights during training
+    final_step = (trainer.state.best_global_step if args.load_best_model_at_end else None) or trainer.state.global_step
+    if final_step not in recorder.results:  # the final weights were not evaluated in this process
         trainer.predict(eval_dataset, metric_key_prefix="eval")
+        final_step = trainer.state.global_step
     metrics, predictions, labels = recorder.results[final_step]
     failure = divergence.failure or collapse_reason(predictions, labels, task.label_names)
 

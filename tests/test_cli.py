@@ -1,0 +1,101 @@
+"""The CLI end to end on a tiny local model: files written, training works, bad input is refused early."""
+
+import json
+import math
+
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from suffixtune.cli import main
+from suffixtune.training.trainer import DivergenceCallback
+
+from conftest import write_toy_csv
+
+
+def train_args(tiny_model_dir, tmp_path, *extra):
+    train = write_toy_csv(tmp_path / "train.csv", rows=64, seed=0)
+    validation = write_toy_csv(tmp_path / "validation.csv", rows=32, seed=1)
+    return [
+        "train", "--model", str(tiny_model_dir), "--train", str(train), "--validation", str(validation),
+        "--text_column", "text", "--output", str(tmp_path / "run"), "--prompt_length", "4",
+        "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--seed", "0", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
+    assert main(train_args(tiny_model_dir, tmp_path, "--num_train_epochs", "4", "--learning_rate", "3e-2")) == 0
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir() if p.is_file()} == {"metrics.json", "suffixtune_config.json", "suffixtune_model.safetensors"}
+    for checkpoint in run.glob("checkpoint-*"):
+        assert not (checkpoint / "model.safetensors").exists()  # never a copy of the backbone
+        assert (checkpoint / "suffixtune_model.safetensors").stat().st_size < 10_000
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "ok"
+    losses = [epoch["eval_loss"] for epoch in record["epochs"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert record["eval"]["accuracy"] >= 0.9
+    assert record["trainable_parameters"] == 4 * 32 + 32 * 2 + 2
+    assert record["config"]["training"]["learning_rate"] == 3e-2
+    assert record["train_samples_per_second"] > 0
+
+    capsys.readouterr()
+    assert main(["eval", str(run), "--validation", str(tmp_path / "validation.csv")]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == pytest.approx(record["eval"]["accuracy"])
+
+    assert main(["predict", str(run), "--text", "the film was superb and lovely", "--text", "awful and boring"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["label"] for line in lines] == ["positive", "negative"]
+    assert lines[0]["text"] == "the film was superb and lovely"
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes(tiny_model_dir, tmp_path, caplog):
+    steps = ["--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2"]
+    assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "4", *steps)) == 0
+    assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "6", *steps)) == 0
+    assert "resuming from checkpoint" in caplog.text and "checkpoint-4" in caplog.text
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6]
+
+
+def test_collapsed_run_is_reported_failed(tiny_model_dir, tmp_path, capsys):
+    same = tmp_path / "same.csv"
+    same.write_text("text,label\n" + "".join(f"one and the same text,{i % 2}\n" for i in range(16)))
+    args = ["train", "--model", str(tiny_model_dir), "--train", str(same), "--validation", str(same), "--text_column", "text",
+            "--output", str(tmp_path / "run"), "--max_steps", "1", "--disable_tqdm", "true"]
+    assert main(args) == 3
+    assert "predictions collapsed to class" in capsys.readouterr().err
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "collapsed" in record["failure"]
+
+
+def test_divergence_stops_training():
+    callback, control = DivergenceCallback(), TrainerControl()
+    callback.on_log(None, TrainerState(global_step=7), control, logs={"loss": 0.7, "grad_norm": 1.0})
+    assert callback.failure is None and not control.should_training_stop
+    callback.on_log(None, TrainerState(global_step=8), control, logs={"loss": math.nan})
+    assert callback.failure == "loss became nan at step 8" and control.should_training_stop
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "sufix"], "unknown method 'sufix' (did you mean 'suffix'?)"),
+        (["--head", "verbalizer", "--regression", "true"], "--head verbalizer needs a classification task"),
+        (["--head", "verbalizer"], "needs one label word per class (2), got None; pass --label_words"),
+        (["--prompt_length", "0"], "--prompt_length must be at least 1"),
+    ],
+)
+def test_bad_options_refused_before_model_loads(tmp_path, capsys, extra, message):
+    train = write_toy_csv(tmp_path / "train.csv")
+    args = ["train", "--model", str(tmp_path / "no-such-model"), "--train", str(train), "--validation", str(train),
+            "--text_column", "text", "--output", str(tmp_path / "run"), *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_predict_refuses_bad_artifact_dir(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--text", "hi"]) == 2
+    assert "not a suffixtune artifact" in capsys.readouterr().err

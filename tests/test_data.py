@@ -1,0 +1,125 @@
+"""Every task layout in ../shared/data reads; bad files fail with the file, row and column named."""
+
+import pytest
+
+from suffixtune.errors import ConfigError, DataError
+from suffixtune.tasks import get_task
+from suffixtune.tasks.data import custom_task, load_split, tokenize
+
+from conftest import DATA_DIR
+
+EXPECTED_ROWS = {  # from ../shared/data/PROVENANCE.md
+    ("sst2", "train"): 67349, ("sst2", "validation"): 872,
+    ("cola", "train"): 8551, ("cola", "validation"): 1043,
+    ("mrpc", "train"): 3668, ("mrpc", "validation"): 408,
+    ("rte", "train"): 2490, ("rte", "validation"): 277,
+    ("stsb", "train"): 5749, ("stsb", "validation"): 1500,
+    ("wnli", "train"): 635, ("wnli", "validation"): 71,
+    ("qnli", "validation"): 5463,
+    ("sms_spam", "train"): 1045, ("sms_spam", "validation"): 149, ("sms_spam", "test"): 300,
+}
+
+
+@pytest.mark.parametrize(("task", "split"), sorted(EXPECTED_ROWS))
+def test_glue_layouts_read(task, split):
+    rows = load_split(get_task(task), split, data_dir=DATA_DIR / task)
+    assert len(rows.texts) == len(rows.labels) == EXPECTED_ROWS[task, split]
+    if get_task(task).is_regression:
+        assert min(rows.labels) == 0.0 and max(rows.labels) == 5.0
+    else:
+        assert set(rows.labels) == set(range(get_task(task).num_labels))
+
+
+@pytest.mark.parametrize("task", ["rte", "cola", "mrpc", "stsb", "sst2"])
+def test_glue_tsv_equals_hf_parquet(task):
+    spec = get_task(task)
+    tsv = load_split(spec, "validation", file=DATA_DIR / task / "dev.tsv")
+    parquet = load_split(spec, "validation", file=DATA_DIR / task / "validation.parquet")
+    assert tsv.labels == pytest.approx(parquet.labels, abs=1e-6)  # HF stores STS-B scores as float32
+    assert tsv.texts == parquet.texts
+
+
+def test_pair_template_is_applied():
+    rows = load_split(get_task("rte"), "validation", data_dir=DATA_DIR / "rte")
+    assert rows.texts[0].startswith("Premise: ") and "\nHypothesis: " in rows.texts[0]
+
+
+def test_missing_train_file_lists_what_is_there():
+    with pytest.raises(DataError, match=r"no train file for task 'qnli'.*found \['dev.tsv', 'validation.parquet'\]"):
+        load_split(get_task("qnli"), "train", data_dir=DATA_DIR / "qnli")
+
+
+def custom(tmp_path, text, name="train.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_missing_column_lists_available(tmp_path):
+    path = custom(tmp_path, "sentence,label\nhello,0\nbye,1\n")
+    task = custom_task(path, "text", None, "label", regression=False)
+    with pytest.raises(DataError, match=r"train.csv: missing column\(s\) \['text'\]; available columns are \['sentence', 'label'\]"):
+        load_split(task, "train", file=path)
+
+
+def test_unknown_label_names_row_and_column(tmp_path):
+    train = custom(tmp_path, "text,label\na,pos\nb,neg\n")
+    validation = custom(tmp_path, "text,label\na,pos\nb,neutral\n", "validation.csv")
+    task = custom_task(train, "text", None, "label", regression=False)
+    assert task.label_names == ("neg", "pos")
+    with pytest.raises(DataError, match=r"validation.csv: row 2, column 'label': unknown label 'neutral'; expected one of \['neg', 'pos'\]"):
+        load_split(task, "validation", file=validation)
+
+
+def test_mixed_label_kinds(tmp_path):
+    train = custom(tmp_path, "text,label\na,1\nb,positive\n")
+    with pytest.raises(DataError, match="mixes label names and numbers"):
+        custom_task(train, "text", None, "label", regression=False)
+    validation = custom(tmp_path, "sentence,label\na,0\nb,positive\n", "validation.csv")
+    with pytest.raises(DataError, match=r"mixes label names and indices \(row 1: '0', row 2: 'positive'\)"):
+        load_split(get_task("sst2"), "validation", file=validation)
+
+
+def test_integer_labels_and_single_class(tmp_path):
+    task = custom_task(custom(tmp_path, "text,label\na,2\nb,10\nc,2\n"), "text", None, "label", regression=False)
+    assert task.label_names == ("2", "10")
+    with pytest.raises(DataError, match="has one label value"):
+        custom_task(custom(tmp_path, "text,label\na,x\nb,x\n", "one.csv"), "text", None, "label", regression=False)
+
+
+def test_empty_file_and_header_only(tmp_path):
+    with pytest.raises(DataError, match="empty.csv: file is empty"):
+        load_split(get_task("sst2"), "train", file=custom(tmp_path, "", "empty.csv"))
+    with pytest.raises(DataError, match="header.csv: file has a header but no rows"):
+        load_split(get_task("sst2"), "train", file=custom(tmp_path, "sentence,label\n", "header.csv"))
+
+
+def test_empty_text_names_row(tmp_path):
+    path = custom(tmp_path, "sentence\tlabel\nfine\t1\n  \t0\n", "train.tsv")
+    with pytest.raises(DataError, match=r"train.tsv: row 2, column 'sentence' is empty"):
+        load_split(get_task("sst2"), "train", file=path)
+
+
+def test_regression_needs_numbers(tmp_path):
+    path = custom(tmp_path, "text,score\na,1.5\nb,high\n")
+    task = custom_task(path, "text", None, "score", regression=True)
+    with pytest.raises(DataError, match=r"row 2, column 'score': 'high' is not a number"):
+        load_split(task, "train", file=path)
+
+
+def test_unknown_task_and_file_type(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'sst2'"):
+        get_task("sst-2")
+    with pytest.raises(DataError, match="unsupported file type '.xlsx'"):
+        load_split(get_task("sst2"), "train", file=custom(tmp_path, "x", "data.xlsx"))
+
+
+def test_tokenize_cuts_long_texts(tokenizer_dir, caplog):
+    from transformers import GPT2TokenizerFast
+
+    from suffixtune.tasks.data import Split
+
+    tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
+    dataset = tokenize(Split(["word " * 50, "short"], [0, 1], "mem"), tokenizer, max_length=10)
+    assert dataset["length"] == [10, 1]
+    assert "1 of 2 rows are longer than 10 tokens" in caplog.text
