@@ -14,6 +14,7 @@ import copy
 import csv
 import json
 import platform
+import statistics
 import time
 from datetime import date
 
@@ -148,31 +149,36 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--methods", default="suffix,prefix,peft-prompt-tuning,per-row-suffix")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per method, in rotating order; the median is reported.")
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
     args.bf16 = args.device.startswith("cuda")
     torch.manual_seed(0)
     backbone, tokenizer = load_model(args)
+    methods = args.methods.split(",")
+    built = {m: peft_prompt_tuning(backbone, tokenizer, args) if m == "peft-prompt-tuning" else ours(backbone, tokenizer, m, args) for m in methods}
+    runs = {m: [] for m in methods}
+    for repeat in range(args.repeats):  # rotate the order so no method always runs first
+        for method in methods[repeat % len(methods):] + methods[: repeat % len(methods)]:
+            runs[method].append(measure(method, *built[method], args, tokenizer))
     rows = []
-    for method in args.methods.split(","):
-        if method == "peft-prompt-tuning":
-            model, loss_of = peft_prompt_tuning(backbone, tokenizer, args)
-        else:
-            model, loss_of = ours(backbone, tokenizer, method, args)
-        rows.append(measure(method, model, loss_of, args, tokenizer))
-        del model, loss_of
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+    for method in methods:
+        speeds = sorted(r["samples_per_s"] for r in runs[method])
+        row = dict(runs[method][0], samples_per_s=statistics.median(speeds), spread=(speeds[0], speeds[-1]))
+        row["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs[method])
+        row["peak_memory_gb"] = max((r["peak_memory_gb"] or 0) for r in runs[method]) or None
+        rows.append(row)
     anchor = next((r["samples_per_s"] for r in rows if r["method"] == "peft-prompt-tuning"), None)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"\n{args.model}{' (random init)' if args.random_init else ''} on {device}, {date.today()}, batch {args.batch_size}, "
-          f"text <= {args.max_tokens} tokens, P = {args.prompt_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, {args.steps} timed steps after an untimed pass over the same batches")
-    print("| method | samples/s | tokens/s | vs PEFT prompt tuning | peak GPU memory (GB) | trainable params |")
+          f"text <= {args.max_tokens} tokens, P = {args.prompt_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, median of {args.repeats} runs of {args.steps} steps, each after an untimed pass over the same batches")
+    print("| method | samples/s (min-max) | tokens/s | vs PEFT prompt tuning | peak GPU memory (GB) | trainable params |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['samples_per_s'] / anchor:.2f}x" if anchor else "-"
         memory = f"{r['peak_memory_gb']:.2f}" if r["peak_memory_gb"] is not None else "-"
-        print(f"| {r['method']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {ratio} | {memory} | {r['trainable_parameters']:,} |")
+        spread = f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f}"
+        print(f"| {r['method']} | {r['samples_per_s']:.1f} ({spread}) | {r['tokens_per_s']:.0f} | {ratio} | {memory} | {r['trainable_parameters']:,} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "device": device, "rows": rows}, handle, indent=2)

@@ -99,3 +99,12 @@ def test_bad_options_refused_before_model_loads(tmp_path, capsys, extra, message
 def test_predict_refuses_bad_artifact_dir(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--text", "hi"]) == 2
     assert "not a suffixtune artifact" in capsys.readouterr().err
+
+
+def test_predict_pairs_need_jsonl(tmp_path, capsys, backbone):
+    from suffixtune import Classifier, get_task
+
+    model, tokenizer = backbone
+    Classifier.build(model, tokenizer, get_task("rte")).save_pretrained(tmp_path)
+    assert main(["predict", str(tmp_path), "--text", "only one side"]) == 2
+    assert 'classifies text pairs; pass JSONL lines like {"sentence1": "...", "sentence2": "..."}' in capsys.readouterr().err

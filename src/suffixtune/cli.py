@@ -72,6 +72,9 @@ def run_predict(argv: list[str]) -> int:
     from .classifier import Classifier
 
     task = read_config(options.artifact).as_task()
+    if options.text and len(task.text_columns) > 1:
+        example = json.dumps({c: "..." for c in task.text_columns})
+        raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
     rows = [{task.text_columns[0]: text} for text in options.text] if options.text else list(read_jsonl(sys.stdin, task.text_columns))
     texts = [task.format(row) for row in rows]
     classifier = Classifier.from_pretrained(options.artifact, device=default_device(options.device))

@@ -32,7 +32,7 @@ class DataArguments:
     label_words: list[str] | None = field(default=None, metadata={"help": "One word per class for --head verbalizer, e.g. ' negative' ' positive'."})
     max_length: int = field(default=256, metadata={"help": "Longest text in tokens; longer texts are cut (the prompt never is)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this many rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first this many validation rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this many validation rows."})
 
 
 @dataclass
@@ -49,7 +49,6 @@ class TrainingArguments(transformers.TrainingArguments):
     do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
     learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's measured default (3e-3 for soft prompts)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     warmup_steps: float = field(default=0.06, metadata={"help": "Warm-up steps, or a fraction of all steps when below 1."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
