@@ -133,7 +133,7 @@ def measure(name: str, model, loss_of, args, tokenizer) -> dict:
     return {
         "method": name, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
         "trainable_parameters": sum(p.numel() for p in params),
-        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None, "final_loss": float(loss),
+        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None, "final_loss": loss.item(),
     }
 
 
