@@ -105,7 +105,8 @@ def train(
     max_length = classifier.classifier_config.max_length
 
     eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
-    eval_dataset = tokenize(eval_rows, tokenizer, max_length).sort("length")
+    eval_dataset = tokenize(eval_rows, tokenizer, max_length)
+    eval_dataset = eval_dataset.select(np.argsort(eval_dataset["length"], kind="stable"))  # less padding
     train_dataset = None
     if train_split is not None:
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, args.seed), tokenizer, max_length)
