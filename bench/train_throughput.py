@@ -45,7 +45,7 @@ class PerRowSuffix(SoftPrompt):
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneInputs:
         rows, masks, pools = [], [], []
         prompt = self.prompt.to(inputs_embeds.dtype)
-        for embeds, mask in zip(inputs_embeds, attention_mask):
+        for embeds, mask in zip(inputs_embeds, attention_mask, strict=True):
             length = int(mask.sum())
             rows.append(torch.cat([embeds[:length], prompt, embeds[length:]]))
             masks.append(torch.cat([mask[:length], mask.new_ones(len(prompt)), mask[length:]]))

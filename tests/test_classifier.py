@@ -3,13 +3,12 @@
 import pytest
 import torch
 
+from conftest import make_backbone, toy_task
 from suffixtune import Classifier
 from suffixtune.artifacts import CONFIG_NAME, WEIGHTS_NAME
 from suffixtune.backbone import weights_hash
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.methods.soft_prompt import SoftPromptConfig
-
-from conftest import make_backbone, toy_task
 
 TEXTS = ["a fine film", "it was dull and far too long", "wonderful", "no"]
 

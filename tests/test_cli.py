@@ -6,10 +6,9 @@ import math
 import pytest
 from transformers import TrainerControl, TrainerState
 
+from conftest import write_toy_csv
 from suffixtune.cli import main
 from suffixtune.training.trainer import DivergenceCallback
-
-from conftest import write_toy_csv
 
 
 def train_args(tiny_model_dir, tmp_path, *extra):

@@ -2,11 +2,10 @@
 
 import pytest
 
+from conftest import DATA_DIR
 from suffixtune.errors import ConfigError, DataError
 from suffixtune.tasks import get_task
 from suffixtune.tasks.data import custom_task, load_split, tokenize
-
-from conftest import DATA_DIR
 
 EXPECTED_ROWS = {  # from ../shared/data/PROVENANCE.md
     ("sst2", "train"): 67349, ("sst2", "validation"): 872,

@@ -4,10 +4,9 @@ import pytest
 import torch
 from peft import PromptTuningConfig, get_peft_model
 
+from conftest import make_backbone, toy_task
 from suffixtune import Classifier
 from suffixtune.methods.soft_prompt import SoftPromptConfig, place_prompt
-
-from conftest import make_backbone, toy_task
 
 TEXTS = [
     "A gripping, beautifully shot film.",

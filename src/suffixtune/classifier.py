@@ -187,4 +187,4 @@ class Classifier(nn.Module):
         if names is None:
             return {"value": logits.item()}
         probabilities = logits.softmax(-1)
-        return {"label": names[int(probabilities.argmax())], "probabilities": dict(zip(names, probabilities.tolist()))}
+        return {"label": names[int(probabilities.argmax())], "probabilities": dict(zip(names, probabilities.tolist(), strict=True))}

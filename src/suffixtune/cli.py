@@ -78,7 +78,7 @@ def run_predict(argv: list[str]) -> int:
     rows = [{task.text_columns[0]: text} for text in options.text] if options.text else list(read_jsonl(sys.stdin, task.text_columns))
     texts = [task.format(row) for row in rows]
     classifier = Classifier.from_pretrained(options.artifact, device=default_device(options.device))
-    for row, result in zip(rows, classifier.predict(texts, options.batch_size)):
+    for row, result in zip(rows, classifier.predict(texts, options.batch_size), strict=True):
         print(json.dumps({**row, **result}))
     return 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 
 from ..errors import ConfigError
-
 from .base import BackboneInputs, Method, MethodConfig
 
 METHODS: dict[str, type[Method]] = {}

@@ -19,8 +19,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from .. import __version__
 from ..artifacts import read_config, write_json
 from ..backbone import load_backbone
-from ..errors import ConfigError, DataError
 from ..classifier import Classifier
+from ..errors import ConfigError, DataError
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
 from ..metrics import collapse_reason, compute_metrics, predictions_from_logits
