@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: tests never touch the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 import torch
@@ -11,9 +15,6 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaCo
 
 from suffixtune.backbone import prepare_backbone
 from suffixtune.tasks import Task
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TOKENIZER_DIR = Path(os.environ.get("SUFFIXTUNE_TEST_TOKENIZER", SHARED / "models" / "gpt2-tokenizer"))

@@ -30,3 +30,10 @@ def test_bundled_smollm2_is_the_real_model():
         next_token = model(ids).logits[0, -1].softmax(-1)
     assert tokenizer.decode(next_token.argmax()) == " Paris"
     assert next_token.max() > 0.5
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    from suffixtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cannot load model '.*no-such-model': it is not a local model directory"):
+        load_backbone(str(tmp_path / "no-such-model"))

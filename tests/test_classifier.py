@@ -107,3 +107,27 @@ def test_long_text_is_cut_never_the_prompt(backbone):
     ids = torch.tensor([cut])
     torch.testing.assert_close(classifier(ids, torch.ones_like(ids)).logits[0].softmax(-1),
                                torch.tensor(list(result[0]["probabilities"].values())))
+
+
+def test_bf16_backbone_keeps_prompt_head_and_loss_fp32(tokenizer_dir):
+    model, tokenizer = make_backbone("llama", tokenizer_dir)
+    model.to(torch.bfloat16)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=4))
+    assert classifier.method.prompt.dtype == classifier.head.linear.weight.dtype == torch.float32
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = classifier(batch.input_ids, batch.attention_mask, torch.tensor([0, 1, 0, 1]))
+    assert output.logits.dtype == output.loss.dtype == torch.float32
+    output.loss.backward()
+    assert classifier.method.prompt.grad.dtype == torch.float32
+    assert torch.isfinite(classifier.method.prompt.grad).all()
+
+
+def test_config_records_num_labels(backbone, tmp_path):
+    import json
+
+    model, tokenizer = backbone
+    Classifier.build(model, tokenizer, toy_task(3)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert config["num_labels"] == 3 and config["label_names"] == ["class0", "class1", "class2"]
+    assert config["method"] == "suffix" and config["method_config"]["prompt_length"] == 20

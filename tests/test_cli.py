@@ -107,3 +107,20 @@ def test_predict_pairs_need_jsonl(tmp_path, capsys, backbone):
     Classifier.build(model, tokenizer, get_task("rte")).save_pretrained(tmp_path)
     assert main(["predict", str(tmp_path), "--text", "only one side"]) == 2
     assert 'classifies text pairs; pass JSONL lines like {"sentence1": "...", "sentence2": "..."}' in capsys.readouterr().err
+
+
+def test_predict_reads_jsonl_from_stdin(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    import io
+
+    from suffixtune import Classifier, get_task, load_backbone
+
+    model, tokenizer = load_backbone(str(tiny_model_dir))
+    Classifier.build(model, tokenizer, get_task("rte")).save_pretrained(tmp_path)
+    lines = '{"sentence1": "A man sleeps.", "sentence2": "Someone rests."}\n\n"not a pair"\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    assert main(["predict", str(tmp_path)]) == 2  # line 3 lacks the fields; nothing is printed for line 1 either
+    assert "stdin line 3: needs string field(s) ['sentence2']" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines.split("\n")[0]))
+    assert main(["predict", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sentence1"] == "A man sleeps." and set(result["probabilities"]) == {"entailment", "not_entailment"}

@@ -29,6 +29,7 @@ class ClassifierConfig:
     head: str
     task: str
     label_names: list[str] | None  # None: regression
+    num_labels: int = 0  # derived from label_names; stored so the JSON says it
     label_words: list[str] | None = None
     text_columns: list[str] = field(default_factory=lambda: ["text"])
     label_column: str = "label"
@@ -37,9 +38,11 @@ class ClassifierConfig:
     max_length: int = 256
     suffixtune_version: str = ""
 
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.label_names is None else len(self.label_names)
+    def __post_init__(self):
+        expected = 1 if self.label_names is None else len(self.label_names)
+        if self.num_labels not in (0, expected):
+            raise ArtifactError(f"num_labels {self.num_labels} does not match label names {self.label_names}")
+        self.num_labels = expected
 
     def as_task(self) -> Task:
         return Task(

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODELS = {
@@ -86,8 +88,14 @@ def load_backbone(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A frozen causal LM in eval mode and its tokenizer, with a pad token (never a resized vocabulary)."""
     path = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load model {name_or_path!r}: it is not a local model directory, a .gguf file or a bundled "
+            f"model ({', '.join(BUNDLED_MODELS)}), and the Hugging Face hub could not provide it ({error})"
+        ) from None
     prepare_backbone(model, tokenizer)
     model.name_or_path = name_or_path
     if device is not None:
