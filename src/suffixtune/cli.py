@@ -21,12 +21,11 @@ def method_config_classes() -> list[type]:
 
 
 def train_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(
+    return HfArgumentParser(
         [ModelArguments, DataArguments, MethodArguments, *method_config_classes(), TrainingArguments],
         prog="suffixtune train",
         description="Train a classifier on a frozen causal LM; every Hugging Face TrainingArguments field is a flag.",
     )
-    return parser
 
 
 def run_train(argv: list[str]) -> int:

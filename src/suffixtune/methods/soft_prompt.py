@@ -77,18 +77,19 @@ class SoftPrompt(Method):
     @torch.no_grad()
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
         config: SoftPromptConfig = self.config
-        text = config.prompt_text or task.prompt_text
-        if config.prompt_init == "text" and not text:
+        init, text = config.prompt_init, config.prompt_text or task.prompt_text
+        if init == "text" and not text:
             logger.warning("task %r has no prompt text and no --prompt_text was given; using --prompt_init random", task.name)
-        if config.prompt_init == "random" or (config.prompt_init == "text" and not text):
+            init = "random"
+        if init == "label-words":
+            if not task.label_words:
+                raise ConfigError(f"task {task.name!r} has no label words; pass --label_words or another --prompt_init")
+            text = "".join(task.label_words)
+        if init == "random":
             special = set(tokenizer.all_special_ids)
             candidates = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
             ids = candidates[torch.randint(len(candidates), (config.prompt_length,))]
         else:
-            if config.prompt_init == "label-words":
-                if not task.label_words:
-                    raise ConfigError(f"task {task.name!r} has no label words; pass --label_words or another --prompt_init")
-                text = "".join(task.label_words)
             token_ids = tokenizer(text, add_special_tokens=False).input_ids
             ids = torch.tensor(token_ids).repeat(config.prompt_length // len(token_ids) + 1)[: config.prompt_length]
         weight = backbone.get_input_embeddings().weight
