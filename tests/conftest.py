@@ -27,7 +27,7 @@ TINY_CONFIGS = {
     "llama": lambda vocab: LlamaForCausalLM(
         LlamaConfig(
             vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128,
+            num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.2,
         )
     ),
 }

@@ -6,7 +6,8 @@ from peft import PromptTuningConfig, get_peft_model
 
 from conftest import make_backbone, toy_task
 from suffixtune import Classifier
-from suffixtune.methods.soft_prompt import SoftPromptConfig, place_prompt
+from suffixtune.methods.base import place_prompt
+from suffixtune.methods.soft_prompt import SoftPromptConfig
 
 TEXTS = [
     "A gripping, beautifully shot film.",

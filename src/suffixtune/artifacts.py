@@ -36,6 +36,7 @@ class ClassifierConfig:
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     template: str | None = None
     max_length: int = 256
+    pooling: str = "last"
     suffixtune_version: str = ""
 
     def __post_init__(self):

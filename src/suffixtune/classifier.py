@@ -16,10 +16,17 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from . import __version__
 from .artifacts import WEIGHTS_NAME, ClassifierConfig, atomic_write, read_config, write_config
 from .backbone import load_backbone, weights_hash
-from .errors import ArtifactError, DataError
+from .errors import ArtifactError, ConfigError, DataError
 from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
 from .tasks import Task
+
+POOLINGS = ("last", "mean")
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose from {list(POOLINGS)}")
 
 
 class Classifier(nn.Module):
@@ -48,11 +55,14 @@ class Classifier(nn.Module):
         method_config: MethodConfig | None = None,
         head: str = "linear",
         max_length: int = 256,
+        pooling: str = "last",
     ) -> Classifier:
         """A fresh classifier for `task`: method state initialised, head new.
 
         Texts are cut to `max_length` tokens, and further if the model's context cannot hold them and the prompt.
+        Methods that train backbone weights (lora, full, last-blocks) change `backbone` in place.
         """
+        check_pooling(pooling)
         method_cls = get_method(method)
         method_config = method_config or method_cls.config_class()
         config = ClassifierConfig(
@@ -62,6 +72,7 @@ class Classifier(nn.Module):
             method=method,
             method_config=method_config.to_dict(),
             head=head,
+            pooling=pooling,
             task=task.name,
             label_names=None if task.label_names is None else list(task.label_names),
             label_words=None if task.label_words is None else list(task.label_words),
@@ -93,20 +104,31 @@ class Classifier(nn.Module):
         inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
         hidden = self.backbone.base_model(
             inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
             position_ids=inputs.position_ids,
+            past_key_values=inputs.past_key_values,
             use_cache=False,
         ).last_hidden_state  # [B, T, H]
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), inputs.pool_index]  # [B, H]
         with torch.autocast(hidden.device.type, enabled=False):
-            logits = self.head(pooled.float())  # [B, C] in fp32, whatever the backbone runs in
+            logits = self.head(self.pool(hidden.float(), inputs.pool_index))  # [B, C] in fp32, whatever the backbone runs in
             loss = None if labels is None else self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def pool(self, hidden: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
+        """[B, T, H] -> [B, H]: the last real position, or the mean over positions 0..last real one."""
+        if self.classifier_config.pooling == "last":
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), pool_index]
+        real = torch.arange(hidden.shape[1], device=hidden.device) <= pool_index[:, None]  # [B, T]
+        return (hidden * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier_config.label_names is None:
             return F.mse_loss(logits.squeeze(-1), labels.float())
         return F.cross_entropy(logits, labels.long())
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Called by Trainer for --gradient_checkpointing: recompute the backbone's block activations in backward."""
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        self.backbone.activation_checkpointing_enable(kwargs, every_n_layers, offload)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}

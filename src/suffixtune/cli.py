@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -16,28 +17,38 @@ from .training import DataArguments, MethodArguments, ModelArguments, RunFailed,
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
 
 
-def method_config_classes() -> list[type]:
-    return list(dict.fromkeys(cls.config_class for cls in METHODS.values()))
-
-
-def train_parser() -> HfArgumentParser:
+def train_parser(method: str = "suffix") -> HfArgumentParser:
+    """Flags of the run plus those of `method`'s config (other methods' options are not accepted)."""
     return HfArgumentParser(
-        [ModelArguments, DataArguments, MethodArguments, *method_config_classes(), TrainingArguments],
+        [ModelArguments, DataArguments, MethodArguments, get_method(method).config_class, TrainingArguments],
         prog="suffixtune train",
-        description="Train a classifier on a frozen causal LM; every Hugging Face TrainingArguments field is a flag.",
+        description=f"Train a classifier on a frozen causal LM with --method {method} (options below; another "
+        "method's options show with --method NAME --help); every Hugging Face TrainingArguments field is a flag.",
     )
 
 
 def run_train(argv: list[str]) -> int:
-    parsed = train_parser().parse_args_into_dataclasses(argv)
-    model_args, data_args, method_args, *method_configs, training_args = parsed
-    config_class = get_method(method_args.method).config_class
-    method_config = next(c for c in method_configs if type(c) is config_class)
+    method = argparse.ArgumentParser(add_help=False)
+    method.add_argument("--method", default=MethodArguments.method)
+    chosen = method.parse_known_args(argv)[0].method
+    parser = train_parser(chosen)
+    try:
+        parsed = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # HfArgumentParser: flags no dataclass declares
+        other = sorted({flag for cls in METHODS.values() for flag in option_flags(cls.config_class)} & set(argv))
+        hint = f" ({', '.join(other)}: not an option of --method {chosen})" if other else ""
+        raise SuffixTuneError(f"{error}{hint}") from None
+    model_args, data_args, method_args, method_config, training_args = parsed
     from .training import train
 
     record = train(model_args, data_args, method_args, method_config, training_args)
     print(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
     return 0
+
+
+def option_flags(config_class: type) -> set[str]:
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {f"--{n}" for n in names} | {f"--{n.replace('_', '-')}" for n in names}
 
 
 def run_eval(argv: list[str]) -> int:

@@ -25,6 +25,6 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-from . import soft_prompt  # noqa: E402,F401  registers suffix and prefix
+from . import deep_prefix, finetune, linear_probe, lora, soft_prompt  # noqa: E402,F401  register the methods
 
 __all__ = ["METHODS", "BackboneInputs", "Method", "MethodConfig", "get_method", "register_method"]

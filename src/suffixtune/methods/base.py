@@ -1,4 +1,4 @@
-"""The method protocol: how a parameter-efficient method turns token embeddings into backbone inputs."""
+"""The method protocol: how a training method turns token embeddings into backbone inputs, and what it trains."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -15,12 +17,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class BackboneInputs:
-    """What the backbone runs on. `attention_mask=None` means rows are right-padded, so causal attention is exact."""
+    """What the backbone runs on, always right-padded: causal attention alone is exact, so no mask is needed.
+
+    Positions 0..pool_index of each row are real (text and any prompt vectors); the rest is padding.
+    """
 
     inputs_embeds: torch.Tensor  # [B, T, H]
     position_ids: torch.Tensor  # [B, T]
-    pool_index: torch.Tensor  # [B], position whose hidden state the head reads
-    attention_mask: torch.Tensor | None = None  # [B, T]
+    pool_index: torch.Tensor  # [B], last real position: the hidden state the head reads
+    past_key_values: Cache | None = None  # per-layer keys/values every row attends to (deep prompts)
 
 
 @dataclass
@@ -31,24 +36,72 @@ class MethodConfig:
         return asdict(self)
 
 
+@dataclass
+class NoOptions(MethodConfig):
+    """For methods without settings of their own."""
+
+
 class Method(nn.Module):
-    """Attaches to a frozen backbone; its own parameters are the ones that train."""
+    """Attaches to a frozen backbone and decides what trains: its own parameters, or backbone weights it unfreezes.
+
+    `__init__` makes the trainable state (also when an artifact is loaded); `initialize` gives it starting values.
+    """
 
     name: ClassVar[str]
-    config_class: ClassVar[type[MethodConfig]]
+    config_class: ClassVar[type[MethodConfig]] = NoOptions
     default_learning_rate: ClassVar[float]
+    supports_activation_checkpointing: ClassVar[bool] = True
+    trains_backbone_weights: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:
+        """Refuse settings this method cannot train with, before any model loads."""
+        if activation_checkpointing and not cls.supports_activation_checkpointing:
+            raise ConfigError(
+                f"--method {cls.name} cannot train with activation (gradient) checkpointing: checkpointed layers "
+                "drop the per-layer prompt; remove --gradient_checkpointing, or use --method suffix or prefix"
+            )
+        if training and cls.trains_backbone_weights and dtype != "float32":
+            raise ConfigError(
+                f"--method {cls.name} updates backbone weights, which must be float32 for the optimizer; "
+                "use --dtype float32 with --bf16 (mixed precision) instead of --dtype " + dtype
+            )
+
     @property
     def added_positions(self) -> int:
-        """Sequence positions this method adds to every row (they count against the model's context)."""
+        """Positions this method takes from the model's context for every row."""
         return 0
 
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
-        """Set initial values of the trainable state (not called when loading a saved artifact)."""
+        """Set starting values of the trainable state (not called when loading a saved artifact)."""
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneInputs:
-        raise NotImplementedError
+        return place_prompt(inputs_embeds, attention_mask, inputs_embeds.new_empty(0, inputs_embeds.shape[-1]), False)
+
+
+def place_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, before_text: bool) -> BackboneInputs:
+    """Put `prompt` [P, H] right before or right after each row's real tokens, in one scatter for the whole batch.
+
+    Works for left or right padding: the output is always right-padded, so every row's positions are
+    0..len+P-1 and causal attention alone is exact (no mask, which keeps the fast attention kernels).
+    With P = 0 it only moves left-padded rows to the right.
+    """
+    batch, length, hidden = embeds.shape
+    prompt_length = prompt.shape[0]
+    mask = mask.bool()
+    lengths = mask.sum(1, keepdim=True)  # [B, 1]
+    real_rank = mask.cumsum(1) - 1  # [B, L], order among real tokens
+    pad_rank = (~mask).cumsum(1) - 1  # [B, L], order among pads
+    offset = prompt_length if before_text else 0
+    token_dest = torch.where(mask, real_rank + offset, lengths + prompt_length + pad_rank)  # [B, L]
+    steps = torch.arange(prompt_length, device=embeds.device)
+    prompt_dest = steps.expand(batch, -1) if before_text else lengths + steps  # [B, P]
+    dest = torch.cat([token_dest, prompt_dest], 1)  # [B, L+P]
+    source = torch.cat([embeds, prompt.to(embeds.dtype).expand(batch, -1, -1)], 1)  # [B, L+P, H]
+    placed = torch.empty_like(source).scatter_(1, dest.unsqueeze(-1).expand(-1, -1, hidden), source)
+    positions = torch.arange(length + prompt_length, device=embeds.device).expand(batch, -1)
+    return BackboneInputs(placed, positions, pool_index=lengths.squeeze(1) + prompt_length - 1)

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import ConfigError
 from . import register_method
-from .base import BackboneInputs, Method, MethodConfig
+from .base import BackboneInputs, Method, MethodConfig, place_prompt
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -37,27 +37,12 @@ class SoftPromptConfig(MethodConfig):
             raise ConfigError(f"--prompt_length must be at least 1, got {self.prompt_length}")
 
 
-def place_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, before_text: bool) -> BackboneInputs:
-    """Put `prompt` right before or right after each row's real tokens, in one scatter for the whole batch.
-
-    Works for left or right padding: the output is always right-padded, so every row's positions are
-    0..len+P-1 and causal attention alone is exact (no mask, which keeps the fast attention kernels).
-    """
-    batch, length, hidden = embeds.shape
-    prompt_length = prompt.shape[0]
-    mask = mask.bool()
-    lengths = mask.sum(1, keepdim=True)  # [B, 1]
-    real_rank = mask.cumsum(1) - 1  # [B, L], order among real tokens
-    pad_rank = (~mask).cumsum(1) - 1  # [B, L], order among pads
-    offset = prompt_length if before_text else 0
-    token_dest = torch.where(mask, real_rank + offset, lengths + prompt_length + pad_rank)  # [B, L]
-    steps = torch.arange(prompt_length, device=embeds.device)
-    prompt_dest = steps.expand(batch, -1) if before_text else lengths + steps  # [B, P]
-    dest = torch.cat([token_dest, prompt_dest], 1)  # [B, L+P]
-    source = torch.cat([embeds, prompt.to(embeds.dtype).expand(batch, -1, -1)], 1)  # [B, L+P, H]
-    placed = torch.empty_like(source).scatter_(1, dest.unsqueeze(-1).expand(-1, -1, hidden), source)
-    positions = torch.arange(length + prompt_length, device=embeds.device).expand(batch, -1)
-    return BackboneInputs(placed, positions, pool_index=lengths.squeeze(1) + prompt_length - 1)
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, text: str, length: int) -> torch.Tensor:
+    """Token ids of `text`, cycled or cut to `length`."""
+    token_ids = tokenizer(text, add_special_tokens=False).input_ids
+    if not token_ids:
+        raise ConfigError(f"prompt text {text!r} encodes to no tokens; pass another --prompt_text")
+    return torch.tensor(token_ids).repeat(length // len(token_ids) + 1)[:length]
 
 
 class SoftPrompt(Method):
@@ -90,8 +75,7 @@ class SoftPrompt(Method):
             candidates = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
             ids = candidates[torch.randint(len(candidates), (config.prompt_length,))]
         else:
-            token_ids = tokenizer(text, add_special_tokens=False).input_ids
-            ids = torch.tensor(token_ids).repeat(config.prompt_length // len(token_ids) + 1)[: config.prompt_length]
+            ids = prompt_token_ids(tokenizer, text, config.prompt_length)
         weight = backbone.get_input_embeddings().weight
         self.prompt.copy_(weight[ids.to(weight.device)].float())
 

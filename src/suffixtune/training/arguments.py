@@ -37,8 +37,17 @@ class DataArguments:
 
 @dataclass
 class MethodArguments:
-    method: str = field(default="suffix", metadata={"help": "Training method: suffix (default) or prefix."})
+    method: str = field(
+        default="suffix",
+        metadata={"help": "Training method: suffix (default), prefix, deep-prefix, lora, full, last-blocks or head "
+                  "(linear probe). `suffixtune train --method NAME --help` lists its options."},
+    )
     head: str = field(default="linear", metadata={"help": "linear: a new Linear on the pooled state; verbalizer: LM logits of the label words."})
+    pooling: str = field(
+        default="last",
+        metadata={"help": "Hidden state the head reads: the last real position, or the mean over all real positions.",
+                  "choices": ["last", "mean"]},
+    )
 
 
 @dataclass
@@ -47,7 +56,7 @@ class TrainingArguments(transformers.TrainingArguments):
 
     output_dir: str | None = field(default=None, metadata={"help": "Run directory: artifact, metrics.json, checkpoints.", "aliases": ["--output"]})
     do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's measured default (3e-3 for soft prompts)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's own (3e-3 suffix, prefix, deep-prefix, head; 5e-4 lora; 5e-5 last-blocks; 2e-5 full)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     warmup_steps: float = field(default=0.06, metadata={"help": "Warm-up steps, or a fraction of all steps when below 1."})

@@ -19,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .. import __version__
 from ..artifacts import read_config, write_json
 from ..backbone import load_backbone
-from ..classifier import Classifier
+from ..classifier import Classifier, check_pooling
 from ..errors import ConfigError, DataError
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
@@ -50,10 +50,16 @@ def resolve_task(data: DataArguments) -> Task:
     return task if data.label_words is None else replace(task, label_words=tuple(data.label_words))
 
 
-def check_options(task: Task, options: MethodArguments) -> None:
+def check_options(
+    task: Task, options: MethodArguments, method_config: MethodConfig, model: ModelArguments, args: TrainingArguments
+) -> None:
     """Refuse combinations that cannot work before anything heavy loads."""
-    get_method(options.method)
+    method = get_method(options.method)
+    if not isinstance(method_config, method.config_class):
+        raise ConfigError(f"--method {options.method} takes a {method.config_class.__name__}, not {type(method_config).__name__}")
     check_head(options.head, task.num_labels, task.label_words)
+    check_pooling(options.pooling)
+    method.check(method_config, options.head, model.dtype, bool(args.activation_checkpointing), args.do_train)
 
 
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
@@ -88,7 +94,7 @@ def train(
     """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir."""
     started = time.perf_counter()
     task = resolve_task(data_args)
-    check_options(task, method_args)
+    check_options(task, method_args, method_config, model_args, args)
     if args.output_dir is None:
         raise ConfigError("pass --output DIR for the artifact and metrics.json")
     if args.learning_rate is None:
@@ -100,7 +106,8 @@ def train(
     set_seed(args.seed)
     backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
     classifier = Classifier.build(
-        backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length
+        backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length,
+        method_args.pooling,
     )
     max_length = classifier.classifier_config.max_length
 
@@ -138,6 +145,7 @@ def train(
         "task": task.name,
         "method": method_args.method,
         "head": method_args.head,
+        "pooling": method_args.pooling,
         "model": model_args.model,
         "eval": metrics,
         "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
@@ -146,7 +154,7 @@ def train(
         "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "total_parameters": sum(p.numel() for p in classifier.parameters()),
         "train_samples_per_second": train_metrics.get("train_samples_per_second"),
-        "train_tokens_per_second": tokens_per_second(train_dataset, classifier, train_metrics, args),
+        "train_tokens_per_second": tokens_per_second(train_dataset, train_metrics, args),
         "train_runtime_s": train_metrics.get("train_runtime"),
         "wall_time_s": time.perf_counter() - started,
         "peak_memory_bytes": peak_memory_bytes(),
@@ -180,11 +188,11 @@ def evaluate_artifact(directory: str, data_args: DataArguments, batch_size: int 
             **compute_metrics(task.metrics, predictions, labels)}
 
 
-def tokens_per_second(dataset, classifier: Classifier, metrics: dict[str, float], args: TrainingArguments) -> float | None:
+def tokens_per_second(dataset, metrics: dict[str, float], args: TrainingArguments) -> float | None:
+    """Text tokens (not prompt positions) trained on per second, comparable across methods."""
     if dataset is None or not metrics.get("train_runtime"):
         return None
-    tokens = sum(dataset["length"]) + len(dataset) * classifier.method.added_positions
-    return tokens * args.num_train_epochs / metrics["train_runtime"]
+    return sum(dataset["length"]) * args.num_train_epochs / metrics["train_runtime"]
 
 
 def peak_memory_bytes() -> int:

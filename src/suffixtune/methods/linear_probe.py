@@ -1,0 +1,21 @@
+"""Linear probe: the backbone runs as is; only the classification head trains."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..errors import ConfigError
+from . import register_method
+from .base import Method, MethodConfig
+
+
+@register_method
+class LinearProbe(Method):
+    name = "head"
+    default_learning_rate: ClassVar[float] = 3e-3
+
+    @classmethod
+    def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:
+        super().check(config, head, dtype, activation_checkpointing, training)
+        if training and head != "linear":
+            raise ConfigError(f"--method head with --head {head} has nothing to train; use --head linear, or --do_train False")
