@@ -6,17 +6,18 @@ import math
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from conftest import write_toy_csv
+from conftest import DATA_DIR, write_toy_csv
 from suffixtune.cli import main
 from suffixtune.training.trainer import DivergenceCallback
 
 
-def train_args(tiny_model_dir, tmp_path, *extra):
+def train_args(tiny_model_dir, tmp_path, *extra, method="suffix"):
     train = write_toy_csv(tmp_path / "train.csv", rows=64, seed=0)
     validation = write_toy_csv(tmp_path / "validation.csv", rows=32, seed=1)
+    prompt = ["--prompt_length", "4"] if method in ("suffix", "prefix", "deep-prefix") else []
     return [
         "train", "--model", str(tiny_model_dir), "--train", str(train), "--validation", str(validation),
-        "--text_column", "text", "--output", str(tmp_path / "run"), "--prompt_length", "4",
+        "--text_column", "text", "--output", str(tmp_path / "run"), "--method", method, *prompt,
         "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--seed", "0", *extra,
     ]
 
@@ -47,6 +48,30 @@ def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["label"] for line in lines] == ["positive", "negative"]
     assert lines[0]["text"] == "the film was superb and lovely"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "learning_rate", "trained_tensors"),
+    [("deep-prefix", "3e-2", {"method.prefix"}), ("lora", "3e-2", {"c_attn.lora_A", "c_attn.lora_B"}),
+     ("last-blocks", "3e-3", {"transformer.h.1.", "transformer.ln_f."}), ("head", "3e-2", set())],
+)
+def test_every_method_trains_through_the_cli(tiny_model_dir, tmp_path, capsys, method, learning_rate, trained_tensors):
+    from safetensors import safe_open
+
+    extra = ["--num_train_epochs", "4", "--learning_rate", learning_rate, "--pooling", "mean"]
+    assert main(train_args(tiny_model_dir, tmp_path, *extra, method=method)) == 0
+    run = tmp_path / "run"
+    record = json.loads((run / "metrics.json").read_text())
+    losses = [epoch["eval_loss"] for epoch in record["epochs"]]
+    assert record["status"] == "ok" and record["pooling"] == "mean" and losses[-1] < losses[0]
+    with safe_open(run / "suffixtune_model.safetensors", "pt") as saved:
+        names = set(saved.keys()) - {"head.linear.weight", "head.linear.bias"}
+        assert {name for name in names if any(part in name for part in trained_tensors)} == names and len(names) >= len(trained_tensors)
+        assert sum(saved.get_tensor(name).numel() for name in saved.keys()) == record["trainable_parameters"]
+    capsys.readouterr()
+    assert main(["eval", str(run), "--validation", str(tmp_path / "validation.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(record["eval"]["accuracy"])
 
 
 @pytest.mark.slow
@@ -85,6 +110,12 @@ def test_divergence_stops_training():
         (["--head", "verbalizer", "--regression", "true"], "--head verbalizer needs a classification task"),
         (["--head", "verbalizer"], "needs one label word per class (2), got None; pass --label_words"),
         (["--prompt_length", "0"], "--prompt_length must be at least 1"),
+        (["--method", "lora", "--prompt_length", "4"], "(--prompt_length: not an option of --method lora)"),
+        (["--method", "lora", "--lora_rank", "4"], "not used by the HfArgumentParser: ['--lora_rank', '4']"),
+        (["--method", "head", "--head", "verbalizer", "--label_words", " no", " yes"], "has nothing to train; use --head linear"),
+        (["--method", "full", "--dtype", "bfloat16"], "must be float32 for the optimizer; use --dtype float32 with --bf16"),
+        (["--method", "deep-prefix", "--activation_checkpointing", "true"], "cannot train with activation (gradient) checkpointing"),
+        (["--method", "last-blocks", "--blocks", "0"], "--blocks must be at least 1"),
     ],
 )
 def test_bad_options_refused_before_model_loads(tmp_path, capsys, extra, message):
@@ -93,6 +124,13 @@ def test_bad_options_refused_before_model_loads(tmp_path, capsys, extra, message
             "--text_column", "text", "--output", str(tmp_path / "run"), *extra]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_qnli_is_eval_only_here(tmp_path, capsys):
+    args = ["train", "--model", str(tmp_path / "no-such-model"), "--task", "qnli", "--data", str(DATA_DIR / "qnli"),
+            "--output", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "no train file for task 'qnli'" in capsys.readouterr().err
 
 
 def test_predict_refuses_bad_artifact_dir(tmp_path, capsys):

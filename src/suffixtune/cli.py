@@ -55,7 +55,8 @@ def run_eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="suffixtune eval", description="Print an artifact's metrics as JSON.")
     parser.add_argument("artifact", help="Directory written by `suffixtune train`.")
     parser.add_argument("--data", help="Directory with the task's files (default: the hub).")
-    parser.add_argument("--validation", help="Evaluation file instead of the task's validation split.")
+    parser.add_argument("--split", default="validation", help="Split of the task's data to score: validation (default), test, train.")
+    parser.add_argument("--validation", help="Evaluation file instead of a split of the task's data.")
     parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -63,7 +64,7 @@ def run_eval(argv: list[str]) -> int:
     from .training import evaluate_artifact
 
     data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
-    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device))
+    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split)
     print(json.dumps(metrics))
     return EXIT_RUN_FAILED if metrics["failure"] else 0
 

@@ -172,12 +172,14 @@ def train(
     return record
 
 
-def evaluate_artifact(directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None) -> dict[str, Any]:
-    """Metrics of a saved artifact on its task's validation split (or --validation FILE)."""
+def evaluate_artifact(
+    directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None, split_name: str = "validation"
+) -> dict[str, Any]:
+    """Metrics of a saved artifact on one split of its task (default validation), or on --validation FILE."""
     task = read_config(directory).as_task()
     if task.name in TASKS and data_args.validation is None:
         task = replace(get_task(task.name), label_names=task.label_names)
-    split = load_split(task, "validation", data_dir=data_args.data, file=data_args.validation)
+    split = load_split(task, split_name, data_dir=data_args.data, file=data_args.validation)
     split = subsample(split, data_args.max_eval_samples, seed=0)
     classifier = Classifier.from_pretrained(directory, device=device)
     logits = classifier.predict_logits(split.texts, batch_size).numpy()
