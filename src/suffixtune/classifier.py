@@ -109,7 +109,7 @@ class Classifier(nn.Module):
             use_cache=False,
         ).last_hidden_state  # [B, T, H]
         with torch.autocast(hidden.device.type, enabled=False):
-            logits = self.head(self.pool(hidden.float(), inputs.pool_index))  # [B, C] in fp32, whatever the backbone runs in
+            logits = self.head(self.pool(hidden, inputs.pool_index).float())  # [B, C] in fp32, whatever the backbone runs in
             loss = None if labels is None else self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -118,17 +118,24 @@ class Classifier(nn.Module):
         if self.classifier_config.pooling == "last":
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), pool_index]
         real = torch.arange(hidden.shape[1], device=hidden.device) <= pool_index[:, None]  # [B, T]
-        return (hidden * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True)
+        return (hidden.float() * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier_config.label_names is None:
             return F.mse_loss(logits.squeeze(-1), labels.float())
         return F.cross_entropy(logits, labels.long())
 
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **options):
         """Called by Trainer for --gradient_checkpointing: recompute the backbone's block activations in backward."""
         kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
-        self.backbone.activation_checkpointing_enable(kwargs, every_n_layers, offload)
+        if hasattr(self.backbone, "activation_checkpointing_enable"):
+            self.backbone.activation_checkpointing_enable(kwargs, **options)
+        else:  # transformers before the rename
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **options):
+        """What Trainer called before transformers renamed it activation checkpointing."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **options)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}

@@ -59,7 +59,8 @@ def check_options(
         raise ConfigError(f"--method {options.method} takes a {method.config_class.__name__}, not {type(method_config).__name__}")
     check_head(options.head, task.num_labels, task.label_words)
     check_pooling(options.pooling)
-    method.check(method_config, options.head, model.dtype, bool(args.activation_checkpointing), args.do_train)
+    checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
+    method.check(method_config, options.head, model.dtype, checkpointing, args.do_train)
 
 
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
