@@ -205,6 +205,7 @@ def test_lora_targets_per_architecture(tokenizer_dir):
     gpt2, _ = build("gpt2", tokenizer_dir, "lora")
     llama, _ = build("llama", tokenizer_dir, "lora")
     assert gpt2.backbone.transformer.h[0].attn.c_attn.fan_in_fan_out
+    assert gpt2.classifier_config.method_config["lora_target_modules"] == ["c_attn"]  # stored resolved in the artifact
     assert {n.split(".")[-4] for n, p in llama.named_parameters() if "lora_A" in n} == {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 

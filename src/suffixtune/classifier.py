@@ -84,6 +84,7 @@ class Classifier(nn.Module):
             suffixtune_version=__version__,
         )
         classifier = cls._assemble(backbone, tokenizer, config)
+        config.method_config = classifier.method.config.to_dict()  # with any defaults the method resolved
         context = backbone.config.max_position_embeddings - classifier.method.added_positions
         config.max_length = min(max_length, context)
         classifier.method.initialize(backbone, tokenizer, task)

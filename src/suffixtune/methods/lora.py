@@ -71,7 +71,7 @@ class Lora(Method):
         super().__init__(config, backbone)
         if any(isinstance(module, BaseTunerLayer) for module in backbone.modules()):
             raise ConfigError("this backbone already carries PEFT adapters; load a fresh backbone for each LoRA classifier")
-        targets = config.lora_target_modules or default_targets(backbone)
+        targets = config.lora_target_modules = config.lora_target_modules or default_targets(backbone)
         targeted = [m for name, m in backbone.named_modules() if any(name == t or name.endswith(f".{t}") for t in targets)]
         if not targeted:
             raise ConfigError(
