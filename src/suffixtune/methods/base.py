@@ -50,6 +50,7 @@ class Method(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]] = NoOptions
     default_learning_rate: ClassVar[float]
+    default_head_learning_rate: ClassVar[float | None] = None  # None: the head trains at the method's rate
     supports_activation_checkpointing: ClassVar[bool] = True
     trains_backbone_weights: ClassVar[bool] = False
 

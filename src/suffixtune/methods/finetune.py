@@ -43,6 +43,7 @@ class FullFineTuning(Method):
 
     name = "full"
     default_learning_rate: ClassVar[float] = 2e-5
+    default_head_learning_rate: ClassVar[float | None] = 3e-3  # a new layer: at 2e-5 it barely moves in one epoch
     trains_backbone_weights: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
@@ -66,6 +67,7 @@ class LastBlocks(Method):
     name = "last-blocks"
     config_class: ClassVar[type[MethodConfig]] = LastBlocksConfig
     default_learning_rate: ClassVar[float] = 5e-5
+    default_head_learning_rate: ClassVar[float | None] = 3e-3
     trains_backbone_weights: ClassVar[bool] = True
 
     def __init__(self, config: LastBlocksConfig, backbone: PreTrainedModel):

@@ -66,6 +66,7 @@ class Lora(Method):
     name = "lora"
     config_class: ClassVar[type[MethodConfig]] = LoraMethodConfig
     default_learning_rate: ClassVar[float] = 5e-4
+    default_head_learning_rate: ClassVar[float | None] = 3e-3
 
     def __init__(self, config: LoraMethodConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

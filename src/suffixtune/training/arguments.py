@@ -57,6 +57,11 @@ class TrainingArguments(transformers.TrainingArguments):
     output_dir: str | None = field(default=None, metadata={"help": "Run directory: artifact, metrics.json, checkpoints.", "aliases": ["--output"]})
     do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
     learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's own (3e-3 suffix, prefix, deep-prefix, head; 5e-4 lora; 5e-5 last-blocks; 2e-5 full)."})
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate of the linear head; default: 3e-3 for lora, last-blocks and full "
+                  "(a new layer learns too slowly at their backbone rates), else --learning_rate."},
+    )
     num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     warmup_steps: float = field(default=0.06, metadata={"help": "Warm-up steps, or a fraction of all steps when below 1."})

@@ -98,8 +98,11 @@ def train(
     check_options(task, method_args, method_config, model_args, args)
     if args.output_dir is None:
         raise ConfigError("pass --output DIR for the artifact and metrics.json")
+    method = get_method(method_args.method)
     if args.learning_rate is None:
-        args.learning_rate = get_method(method_args.method).default_learning_rate
+        args.learning_rate = method.default_learning_rate
+    if args.head_learning_rate is None:
+        args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
     args.metric_for_best_model, args.greater_is_better = task.metrics[0], True
     train_split = load_split(task, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
     validation = load_split(task, "validation", data_dir=data_args.data, file=data_args.validation)

@@ -8,7 +8,24 @@ from transformers import Trainer, TrainerCallback
 
 
 class ClassifierTrainer(Trainer):
-    """Checkpoints hold the classifier's artifact (prompt, head, ...), never a copy of the frozen backbone."""
+    """Checkpoints hold the classifier's artifact (prompt, head, ...), never a copy of the frozen backbone.
+
+    The head's parameters get their own optimizer group at `args.head_learning_rate`, when that is set.
+    """
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        head_rate = getattr(self.args, "head_learning_rate", None)
+        if head_rate is None or head_rate == self.args.learning_rate:
+            return optimizer
+        head = {id(p) for p in self.accelerator.unwrap_model(model or self.model).head.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in head]
+            group["params"] = [p for p in group["params"] if id(p) not in head]
+            if moved:
+                optimizer.add_param_group({**group, "params": moved, "lr": head_rate})
+        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
