@@ -93,7 +93,7 @@ def train(
     args: TrainingArguments,
 ) -> dict[str, Any]:
     """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir."""
-    started = time.perf_counter()
+    started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
     task = resolve_task(data_args)
     check_options(task, method_args, method_config, model_args, args)
     if args.output_dir is None:
@@ -168,7 +168,7 @@ def train(
             "method_config": method_config.to_dict(), "training": args.to_dict(),
             "template": task.template, "label_names": task.label_names, "max_length": max_length,
         },
-        "versions": package_versions(),
+        "versions": versions,
     }
     write_json(record, Path(args.output_dir) / "metrics.json")
     if failure:
