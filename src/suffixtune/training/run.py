@@ -210,10 +210,18 @@ def peak_memory_bytes() -> int:
 def package_versions() -> dict[str, str]:
     versions = {name: version(name) for name in ("torch", "transformers", "peft", "datasets", "accelerate")}
     versions["suffixtune"] = __version__
-    try:
-        versions["suffixtune_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        versions["suffixtune_commit"] = None
+    versions["suffixtune_commit"] = source_commit()
     return versions
+
+
+def source_commit() -> str | None:
+    """The git commit suffixtune runs from, with "+dirty" if its package files differ from it; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=5).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
