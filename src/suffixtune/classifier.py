@@ -29,6 +29,17 @@ def check_pooling(pooling: str) -> None:
         raise ConfigError(f"unknown pooling {pooling!r}; choose from {list(POOLINGS)}")
 
 
+def check_base_model(directory: str | os.PathLike, config: ClassifierConfig, backbone: PreTrainedModel) -> None:
+    """Refuse to load an artifact onto weights other than those it was trained on."""
+    hidden = backbone.get_input_embeddings().embedding_dim
+    if hidden != config.hidden_size or weights_hash(backbone) != config.base_model_hash:
+        raise ArtifactError(
+            f"{directory} was trained on base model {config.base_model!r} (hidden size {config.hidden_size}, "
+            f"weights {config.base_model_hash}), but the given model {backbone.name_or_path!r} has hidden size "
+            f"{hidden}, weights {weights_hash(backbone)}; load it onto {config.base_model!r}"
+        )
+
+
 class Classifier(nn.Module):
     def __init__(
         self,
@@ -177,13 +188,7 @@ class Classifier(nn.Module):
             backbone, tokenizer = load_backbone(config.base_model, dtype=dtype, device=device)
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the backbone")
-        hidden = backbone.get_input_embeddings().embedding_dim
-        if hidden != config.hidden_size or weights_hash(backbone) != config.base_model_hash:
-            raise ArtifactError(
-                f"{directory} was trained on base model {config.base_model!r} (hidden size {config.hidden_size}, "
-                f"weights {config.base_model_hash}), but the given model {backbone.name_or_path!r} has hidden size "
-                f"{hidden}, weights {weights_hash(backbone)}; load it onto {config.base_model!r}"
-            )
+        check_base_model(directory, config, backbone)
         classifier = cls._assemble(backbone, tokenizer, config)
         classifier.load_trained_weights(directory)
         return classifier

@@ -53,6 +53,8 @@ class Method(nn.Module):
     default_head_learning_rate: ClassVar[float | None] = None  # None: the head trains at the method's rate
     supports_activation_checkpointing: ClassVar[bool] = True
     trains_backbone_weights: ClassVar[bool] = False
+    modifies_backbone: ClassVar[bool] = False  # changes the backbone it is built on (its weights or its modules)
+    shares_text_cache: ClassVar[bool] = False  # adds nothing before or inside the text, so texts' caches serve it
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__()
@@ -76,6 +78,10 @@ class Method(nn.Module):
     def added_positions(self) -> int:
         """Positions this method takes from the model's context for every row."""
         return 0
+
+    def suffix_embeddings(self) -> torch.Tensor | None:
+        """[P, H] vectors this method places after the text, for methods that share the text cache; None: none."""
+        return None
 
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
         """Set starting values of the trainable state (not called when loading a saved artifact)."""

@@ -13,6 +13,7 @@ from .base import Method, MethodConfig
 class LinearProbe(Method):
     name = "head"
     default_learning_rate: ClassVar[float] = 3e-3
+    shares_text_cache: ClassVar[bool] = True
 
     @classmethod
     def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:

@@ -67,6 +67,7 @@ class Lora(Method):
     config_class: ClassVar[type[MethodConfig]] = LoraMethodConfig
     default_learning_rate: ClassVar[float] = 5e-4
     default_head_learning_rate: ClassVar[float | None] = 3e-3
+    modifies_backbone: ClassVar[bool] = True
 
     def __init__(self, config: LoraMethodConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

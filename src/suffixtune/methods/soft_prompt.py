@@ -89,6 +89,10 @@ class Suffix(SoftPrompt):
 
     name = "suffix"
     before_text = False
+    shares_text_cache = True
+
+    def suffix_embeddings(self) -> torch.Tensor:
+        return self.prompt
 
 
 @register_method

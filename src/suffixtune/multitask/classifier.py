@@ -1,0 +1,263 @@
+"""Many tasks on one backbone: suffix-prompt tasks share one pass over the text and its key/value cache."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..artifacts import read_config
+from ..backbone import load_backbone
+from ..classifier import Classifier, check_base_model
+from ..errors import ConfigError, DataError
+from ..methods import get_method
+from ..methods.base import place_prompt
+
+logger = logging.getLogger(__name__)
+
+Row = str | Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a loaded task answers and how it runs."""
+
+    name: str
+    task: str
+    method: str
+    head: str
+    labels: list[str] | None  # None: regression
+    prompt_length: int
+    pooling: str
+    text_columns: list[str]
+    max_length: int
+    shared_cache: bool  # False: one full pass of its own per text (prefix, deep-prefix, lora, full, last-blocks)
+    artifact: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MultiTaskClassifier:
+    """Classifiers for many tasks on one frozen backbone.
+
+    Tasks whose method only adds vectors after the text (`suffix`, and `head` with none) are answered from a single
+    pass over each text: its cache is computed once, then every task's suffix runs in one packed pass against it.
+    Other methods run their ordinary full pass; those that change the backbone (lora, full, last-blocks) on a copy.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        classifiers: Mapping[str, Classifier],
+        artifacts: Mapping[str, str] | None = None,
+    ):
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.classifiers = dict(classifiers)
+        artifacts = artifacts or {}
+        self.tasks = {
+            name: task_info(name, c, self.shares_cache(c), artifacts.get(name, "")) for name, c in self.classifiers.items()
+        }
+
+    def shares_cache(self, classifier: Classifier) -> bool:
+        return classifier.method.shares_text_cache and classifier.backbone is self.backbone
+
+    @property
+    def base_model(self) -> str:
+        return self.backbone.name_or_path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        artifacts: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+        backbone: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str = torch.float32,
+    ) -> MultiTaskClassifier:
+        """Load artifacts of one base model, named by their task or by the keys of a mapping."""
+        named = {str(k): str(v) for k, v in artifacts.items()} if isinstance(artifacts, Mapping) else name_by_task(artifacts)
+        if not named:
+            raise ConfigError("give at least one artifact directory")
+        configs = {name: read_config(directory) for name, directory in named.items()}
+        if backbone is None:
+            backbone, tokenizer = load_backbone(next(iter(configs.values())).base_model, dtype=dtype, device=device)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer together with the backbone")
+        for name, config in configs.items():
+            check_base_model(named[name], config, backbone)
+        classifiers = {}
+        for name, config in configs.items():
+            method = get_method(config.method)
+            if not method.shares_text_cache:
+                logger.warning(
+                    "task %r (%s) uses --method %s, which does not share the text cache: it runs a full pass of its "
+                    "own per text%s", name, named[name], config.method,
+                    ", on its own copy of the backbone" if method.modifies_backbone else "",
+                )
+            own = copy.deepcopy(backbone) if method.modifies_backbone else backbone
+            classifiers[name] = Classifier.from_pretrained(named[name], backbone=own, tokenizer=tokenizer).eval()
+        return cls(backbone, tokenizer, classifiers, named)
+
+    def check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
+        if tasks is None:
+            return list(self.classifiers)
+        unknown = [t for t in tasks if t not in self.classifiers]
+        if unknown:
+            raise ConfigError(f"unknown task(s) {unknown}; loaded tasks are {sorted(self.classifiers)}")
+        if not tasks:
+            raise ConfigError(f"no tasks asked for; leave tasks out for all of them, or name some of {sorted(self.classifiers)}")
+        return list(dict.fromkeys(tasks))
+
+    def encode(self, rows: Sequence[Row], tasks: Sequence[str] | None = None) -> dict[tuple, list[list[int]]]:
+        """Token ids of every row, per group of tasks that read the same text; checks every row.
+
+        A string row is a task's first text column; text-pair tasks need a mapping with each of their columns.
+        """
+        groups: dict[tuple, list[str]] = {}
+        for name in self.check_tasks(tasks):
+            config = self.classifiers[name].classifier_config
+            groups.setdefault((tuple(config.text_columns), config.template, config.max_length), []).append(name)
+        encoded = {}
+        for (columns, _, max_length), names in groups.items():
+            task = self.classifiers[names[0]].classifier_config.as_task()
+            texts = [task.format(as_row(row, number, names[0], columns)) for number, row in enumerate(rows, start=1)]
+            ids = self.tokenizer(texts, add_special_tokens=True).input_ids
+            for number, row_ids in enumerate(ids, start=1):
+                if not row_ids:
+                    raise DataError(f"text {number} is empty; every text needs at least one token")
+            encoded[(tuple(names), max_length)] = ids
+        return encoded
+
+    def classify(self, rows: Sequence[Row], tasks: Sequence[str] | None = None, batch_size: int = 64) -> list[dict[str, dict[str, Any]]]:
+        """Per row, per task: label and class probabilities, or value for regression."""
+        names = self.check_tasks(tasks)
+        results: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
+        device = self.backbone.get_input_embeddings().weight.device
+        for (group, max_length), ids in self.encode(rows, names).items():
+            ids = [row[:max_length] for row in ids]
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(device)
+                for name, logits in self.forward(batch["input_ids"], batch["attention_mask"], group).items():
+                    describe_row = self.classifiers[name].describe
+                    for i, row_logits in zip(chunk, logits.cpu(), strict=True):
+                        results[i][name] = describe_row(row_logits)
+        return [{name: result[name] for name in names} for result in results]
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Logits [B, C] per task for one tokenized batch that every task in `tasks` reads as is."""
+        shared = [name for name in tasks if self.shares_cache(self.classifiers[name])]
+        logits = {}
+        if len(shared) > 1:  # with one, its ordinary pass is the same work
+            classifiers = [self.classifiers[name] for name in shared]
+            logits = dict(zip(shared, shared_cache_logits(self.backbone, classifiers, input_ids, attention_mask), strict=True))
+        for name in tasks:
+            if name not in logits:
+                logits[name] = self.classifiers[name](input_ids, attention_mask).logits
+        return {name: logits[name] for name in tasks}
+
+
+def shared_cache_logits(
+    backbone: PreTrainedModel, classifiers: Sequence[Classifier], input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> list[torch.Tensor]:
+    """One pass over the texts keeping their cache, then every task's suffix packed into one row per text.
+
+    Row b of the second pass holds the K suffixes one after another; a block-diagonal causal mask lets each
+    suffix see its text's real tokens and its own earlier vectors only, at positions len_b + j. So the cache
+    is read once for all tasks and never copied per task.
+    """
+    embeds = backbone.get_input_embeddings()(input_ids)  # [B, L, H]
+    text = place_prompt(embeds, attention_mask, embeds.new_empty(0, embeds.shape[-1]), before_text=False)
+    text_lengths = text.pool_index + 1  # [B]
+    out = backbone.base_model(inputs_embeds=text.inputs_embeds, position_ids=text.position_ids, use_cache=True)
+    text_hidden = out.last_hidden_state  # [B, L, H]
+
+    prompts = [c.method.suffix_embeddings() for c in classifiers]
+    prompt_lengths = [0 if p is None else p.shape[0] for p in prompts]
+    suffix_hidden = None
+    if any(prompt_lengths):
+        suffixes = torch.cat([p for p in prompts if p is not None]).to(embeds.dtype)  # [S, H]
+        block = torch.repeat_interleave(torch.arange(len(prompts), device=embeds.device), torch.tensor(prompt_lengths, device=embeds.device))  # [S]
+        starts = torch.tensor([0, *prompt_lengths], device=embeds.device).cumsum(0)[:-1]
+        steps = torch.arange(len(block), device=embeds.device) - starts[block]  # [S], j within each suffix
+        suffix_hidden = backbone.base_model(
+            inputs_embeds=suffixes.expand(len(input_ids), -1, -1),
+            position_ids=text_lengths[:, None] + steps,
+            past_key_values=out.past_key_values,
+            attention_mask=packed_suffix_mask(text_lengths, text_hidden.shape[1], block, embeds.dtype),
+            use_cache=True,
+        ).last_hidden_state  # [B, S, H]
+
+    logits, start, text_sum = [], 0, None
+    rows = torch.arange(len(input_ids), device=embeds.device)
+    for classifier, length in zip(classifiers, prompt_lengths, strict=True):
+        own = None if suffix_hidden is None else suffix_hidden[:, start : start + length]  # [B, P, H]
+        start += length
+        if classifier.classifier_config.pooling == "last":
+            pooled = own[:, -1] if length else text_hidden[rows, text_lengths - 1]
+        else:
+            if text_sum is None:
+                real = torch.arange(text_hidden.shape[1], device=embeds.device) < text_lengths[:, None]  # [B, L]
+                text_sum = (text_hidden.float() * real.unsqueeze(-1)).sum(1)
+            own_sum = own.float().sum(1) if length else 0
+            pooled = (text_sum + own_sum) / (text_lengths + length)[:, None]
+        with torch.autocast(embeds.device.type, enabled=False):
+            logits.append(classifier.head(pooled.float()))
+    return logits
+
+
+def packed_suffix_mask(text_lengths: torch.Tensor, text_width: int, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, S, L+S] additive mask: each suffix vector sees its text's real tokens and its own suffix up to itself."""
+    batch, packed = len(text_lengths), len(block)
+    device = text_lengths.device
+    sees_text = torch.arange(text_width, device=device) < text_lengths[:, None, None]  # [B, 1, L]
+    order = torch.arange(packed, device=device)
+    sees_suffix = (block[:, None] == block[None, :]) & (order[None, :] <= order[:, None])  # [S, S]
+    allowed = torch.cat([sees_text.expand(-1, packed, -1), sees_suffix.expand(batch, -1, -1)], -1)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.unsqueeze(1)
+
+
+def task_info(name: str, classifier: Classifier, shared: bool, artifact: str) -> TaskInfo:
+    config = classifier.classifier_config
+    return TaskInfo(
+        name=name, task=config.task, method=config.method, head=config.head, labels=config.label_names,
+        prompt_length=classifier.method.added_positions, pooling=config.pooling, text_columns=list(config.text_columns),
+        max_length=config.max_length, shared_cache=shared, artifact=artifact,
+    )
+
+
+def name_by_task(directories: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """Name each artifact by its task; two artifacts of one task need names (NAME=DIR on the CLI)."""
+    named: dict[str, str] = {}
+    for directory in directories:
+        name = read_config(directory).task
+        if name in named:
+            raise ConfigError(
+                f"{named[name]} and {directory} are both task {name!r}; name them, e.g. {name}-a={named[name]} {name}-b={directory}"
+            )
+        named[name] = str(Path(directory))
+    return named
+
+
+def as_row(row: Row, number: int, task: str, columns: tuple[str, ...]) -> Mapping[str, str]:
+    if isinstance(row, str):
+        if len(columns) > 1:
+            raise DataError(f"text {number}: task {task!r} classifies text pairs; give an object with fields {list(columns)}")
+        return {columns[0]: row}
+    missing = [c for c in columns if not isinstance(row.get(c), str)]
+    if missing:
+        raise DataError(f"text {number}: task {task!r} needs string field(s) {missing}, got fields {sorted(row)}")
+    return row

@@ -1,0 +1,156 @@
+"""Shared-cache multi-task inference equals each artifact run alone, on tiny GPT-2 and Llama."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import make_backbone, toy_task
+from suffixtune import Classifier
+from suffixtune.errors import ArtifactError, ConfigError, DataError
+from suffixtune.methods.deep_prefix import DeepPrefixConfig
+from suffixtune.methods.finetune import LastBlocksConfig
+from suffixtune.methods.soft_prompt import SoftPromptConfig
+from suffixtune.multitask import MultiTaskClassifier
+from suffixtune.tasks import Task
+
+TEXTS = [
+    "Dull.",
+    "The plot wanders, the acting is wooden, and the ending never arrives at all, which is a pity.",
+    "great fun",
+    "A gripping, beautifully shot film.",
+    "x",
+    "Not bad, though the second half drags a little.",
+    "terrible",
+]
+
+# name: (method, method config, head, pooling, number of labels)
+SUFFIX_TASKS = {
+    "sentiment": ("suffix", SoftPromptConfig(prompt_length=3), "linear", "last", 2),
+    "topic": ("suffix", SoftPromptConfig(prompt_length=7), "verbalizer", "last", 3),
+    "mean-pooled": ("suffix", SoftPromptConfig(prompt_length=5), "linear", "mean", 4),
+    "score": ("suffix", SoftPromptConfig(prompt_length=2), "linear", "last", 1),
+    "probe": ("head", None, "linear", "last", 2),
+    "mean-probe": ("head", None, "linear", "mean", 3),
+}
+ORDINARY_TASKS = {
+    "prefix": ("prefix", SoftPromptConfig(prompt_length=4), "linear", "last", 2),
+    "deep-prefix": ("deep-prefix", DeepPrefixConfig(prompt_length=3), "linear", "last", 2),
+    "lora": ("lora", None, "linear", "last", 2),
+    "last-blocks": ("last-blocks", LastBlocksConfig(blocks=1), "linear", "last", 2),
+}
+
+
+def save_artifacts(kind, tokenizer_dir, directory, specs, seed=0):
+    """Each task trained for real would differ; random trained state is as good a test of the arithmetic."""
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, seed=seed)
+    paths = {}
+    for number, (name, (method, config, head, pooling, labels)) in enumerate(specs.items()):
+        task = dataclasses.replace(toy_task(labels), name=name)
+        model = copy.deepcopy(backbone)
+        classifier = Classifier.build(model, tokenizer, task, method, config, head, pooling=pooling)
+        torch.manual_seed(100 + number)
+        with torch.no_grad():
+            for _, param in classifier.named_parameters():
+                if param.requires_grad:
+                    param.add_(torch.randn_like(param) * 0.2)
+        paths[name] = directory / name
+        classifier.save_pretrained(paths[name])
+    return backbone, tokenizer, paths
+
+
+def alone(paths, name, kind, tokenizer_dir, texts=TEXTS, padding_side="right"):
+    """The reference: the artifact on a fresh backbone of its own, through the single-artifact path."""
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
+    classifier = Classifier.from_pretrained(paths[name], backbone=backbone, tokenizer=tokenizer)
+    return classifier.predict_logits(texts, batch_size=3)
+
+
+def count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_shared_cache_equals_each_artifact_alone(tokenizer_dir, tmp_path, kind, padding_side):
+    _, _, paths = save_artifacts(kind, tokenizer_dir, tmp_path, SUFFIX_TASKS)
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
+    multitask = MultiTaskClassifier.from_pretrained(paths, backbone=backbone, tokenizer=tokenizer)
+    assert all(info.shared_cache for info in multitask.tasks.values())
+    assert [multitask.tasks[n].prompt_length for n in SUFFIX_TASKS] == [3, 7, 5, 2, 0, 0]
+
+    passes = count_calls(backbone.base_model)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    logits = multitask.forward(batch.input_ids, batch.attention_mask, list(SUFFIX_TASKS))
+    assert len(passes) == 2  # one over the texts, one over all the suffixes together
+
+    results = multitask.classify(TEXTS, batch_size=3)
+    for name in SUFFIX_TASKS:
+        expected = alone(paths, name, kind, tokenizer_dir)
+        torch.testing.assert_close(logits[name], expected, atol=1e-4, rtol=1e-4)
+        for text_result, row in zip(results, expected, strict=True):
+            reference = multitask.classifiers[name].describe(row)
+            if "value" in reference:
+                assert text_result[name]["value"] == pytest.approx(reference["value"], abs=1e-4)
+            else:
+                assert text_result[name]["label"] == reference["label"]
+                got, want = text_result[name]["probabilities"], reference["probabilities"]
+                assert list(got) == list(want) and got == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_other_methods_run_their_own_pass_and_leave_the_shared_backbone_alone(tokenizer_dir, tmp_path, kind):
+    specs = {**ORDINARY_TASKS, "sentiment": SUFFIX_TASKS["sentiment"], "topic": SUFFIX_TASKS["topic"]}
+    _, _, paths = save_artifacts(kind, tokenizer_dir, tmp_path, specs)
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir)
+    before = {n: p.clone() for n, p in backbone.named_parameters()}
+    multitask = MultiTaskClassifier.from_pretrained(paths, backbone=backbone, tokenizer=tokenizer)
+    assert {n for n, info in multitask.tasks.items() if not info.shared_cache} == set(ORDINARY_TASKS)
+    assert multitask.classifiers["lora"].backbone is not backbone and multitask.classifiers["prefix"].backbone is backbone
+    assert {n for n, _ in backbone.named_parameters()} == set(before)  # no LoRA layers in the shared backbone
+    assert all(torch.equal(p, before[n]) for n, p in backbone.named_parameters())
+
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    logits = multitask.forward(batch.input_ids, batch.attention_mask, list(specs))
+    for name in specs:
+        torch.testing.assert_close(logits[name], alone(paths, name, kind, tokenizer_dir), atol=1e-4, rtol=1e-4)
+
+
+def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir, tmp_path):
+    pair = Task(name="pair", text_columns=("premise", "hypothesis"), label_names=("no", "yes"), template="{premise} ? {hypothesis}")
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    paths = save_artifacts("gpt2", tokenizer_dir, tmp_path, {"a": SUFFIX_TASKS["sentiment"], "b": SUFFIX_TASKS["topic"]})[2]
+    classifier = Classifier.build(copy.deepcopy(backbone), tokenizer, pair, "suffix", SoftPromptConfig(prompt_length=3))
+    classifier.save_pretrained(tmp_path / "pair")
+    multitask = MultiTaskClassifier.from_pretrained({**paths, "pair": tmp_path / "pair"}, backbone=backbone, tokenizer=tokenizer)
+    rows = [{"text": "fine", "premise": "It rains.", "hypothesis": "The street is wet."}, {"text": "bad", "premise": "A", "hypothesis": "B"}]
+    results = multitask.classify(rows)
+    expected = classifier.predict_logits(["It rains. ? The street is wet.", "A ? B"]).softmax(-1)
+    assert [r["pair"]["probabilities"]["yes"] for r in results] == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
+    assert list(results[0]) == ["a", "b", "pair"]
+    assert list(multitask.classify(rows, tasks=["b"])[0]) == ["b"]
+
+    with pytest.raises(DataError, match=r"text 1: task 'pair' classifies text pairs; give an object with fields \['premise', 'hypothesis'\]"):
+        multitask.classify(["just a string"])
+    with pytest.raises(DataError, match=r"text 2: task 'pair' needs string field\(s\) \['hypothesis'\]"):
+        multitask.classify([rows[0], {"text": "x", "premise": "p"}], tasks=["pair"])
+    with pytest.raises(DataError, match="text 2 is empty"):
+        multitask.classify(["ok", ""], tasks=["a"])
+
+
+def test_refuses_artifacts_of_another_base_model_and_unknown_or_duplicate_tasks(tokenizer_dir, tmp_path):
+    _, _, paths = save_artifacts("gpt2", tokenizer_dir, tmp_path / "seed0", {"a": SUFFIX_TASKS["sentiment"]})
+    _, _, other = save_artifacts("gpt2", tokenizer_dir, tmp_path / "seed1", {"a": SUFFIX_TASKS["sentiment"]}, seed=1)
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    with pytest.raises(ArtifactError, match=f"{other['a']} was trained on base model 'tiny-gpt2-seed1'"):
+        MultiTaskClassifier.from_pretrained({"a": paths["a"], "b": other["a"]}, backbone=backbone, tokenizer=tokenizer)
+    with pytest.raises(ConfigError, match="are both task 'a'; name them, e.g. a-a="):
+        MultiTaskClassifier.from_pretrained([paths["a"], paths["a"]], backbone=backbone, tokenizer=tokenizer)
+    multitask = MultiTaskClassifier.from_pretrained({"x": paths["a"], "y": paths["a"]}, backbone=backbone, tokenizer=tokenizer)
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['z'\]; loaded tasks are \['x', 'y'\]"):
+        multitask.classify(["hi"], tasks=["x", "z"])
+    both = multitask.classify(["hi"])[0]
+    assert both["x"]["probabilities"] == pytest.approx(both["y"]["probabilities"], abs=1e-6)
