@@ -1,4 +1,4 @@
-"""Many tasks on one backbone: suffix-prompt tasks share one pass over the text and its key/value cache."""
+"""Many tasks on one backbone: suffix-prompt tasks share one pass over each text and its keys and values."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class MultiTaskClassifier:
     """Classifiers for many tasks on one frozen backbone.
 
     Tasks whose method only adds vectors after the text (`suffix`, and `head` with none) are answered from a single
-    pass over each text: its cache is computed once, then every task's suffix runs in one packed pass against it.
+    pass per text: its keys and values are computed once and every task's suffix, packed after it, reads them.
     Other methods run their ordinary full pass; those that change the backbone (lora, full, last-blocks) on a copy.
     """
 
@@ -172,60 +172,56 @@ class MultiTaskClassifier:
 def shared_cache_logits(
     backbone: PreTrainedModel, classifiers: Sequence[Classifier], input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> list[torch.Tensor]:
-    """One pass over the texts keeping their cache, then every task's suffix packed into one row per text.
+    """Logits of every task from one pass over [text | suffix 1 | ... | suffix K] per row.
 
-    Row b of the second pass holds the K suffixes one after another; a block-diagonal causal mask lets each
-    suffix see its text's real tokens and its own earlier vectors only, at positions len_b + j. So the cache
-    is read once for all tasks and never copied per task.
+    A block mask lets the text attend causally to itself and each suffix to its text's real tokens and its own
+    earlier vectors, at positions len_b + j: so each text's keys and values are computed once and read by every
+    task, as a cache would be, without keeping or copying one (a kept cache costs two copies of it per layer).
     """
     embeds = backbone.get_input_embeddings()(input_ids)  # [B, L, H]
     text = place_prompt(embeds, attention_mask, embeds.new_empty(0, embeds.shape[-1]), before_text=False)
-    text_lengths = text.pool_index + 1  # [B]
-    out = backbone.base_model(inputs_embeds=text.inputs_embeds, position_ids=text.position_ids, use_cache=True)
-    text_hidden = out.last_hidden_state  # [B, L, H]
-
+    text_lengths, width = text.pool_index + 1, embeds.shape[1]  # [B], L
     prompts = [c.method.suffix_embeddings() for c in classifiers]
     prompt_lengths = [0 if p is None else p.shape[0] for p in prompts]
-    suffix_hidden = None
+    inputs, positions, mask = text.inputs_embeds, text.position_ids, None
     if any(prompt_lengths):
+        device = embeds.device
         suffixes = torch.cat([p for p in prompts if p is not None]).to(embeds.dtype)  # [S, H]
-        block = torch.repeat_interleave(torch.arange(len(prompts), device=embeds.device), torch.tensor(prompt_lengths, device=embeds.device))  # [S]
-        starts = torch.tensor([0, *prompt_lengths], device=embeds.device).cumsum(0)[:-1]
-        steps = torch.arange(len(block), device=embeds.device) - starts[block]  # [S], j within each suffix
-        suffix_hidden = backbone.base_model(
-            inputs_embeds=suffixes.expand(len(input_ids), -1, -1),
-            position_ids=text_lengths[:, None] + steps,
-            past_key_values=out.past_key_values,
-            attention_mask=packed_suffix_mask(text_lengths, text_hidden.shape[1], block, embeds.dtype),
-            use_cache=True,
-        ).last_hidden_state  # [B, S, H]
+        block = torch.repeat_interleave(torch.arange(len(prompts), device=device), torch.tensor(prompt_lengths, device=device))
+        starts = torch.tensor([0, *prompt_lengths], device=device).cumsum(0)[:-1]
+        steps = torch.arange(len(block), device=device) - starts[block]  # [S], j within each suffix
+        inputs = torch.cat([inputs, suffixes.expand(len(inputs), -1, -1)], 1)  # [B, L+S, H]
+        positions = torch.cat([positions, text_lengths[:, None] + steps], 1)
+        mask = packed_suffix_mask(text_lengths, width, block, embeds.dtype)
+    hidden = backbone.base_model(inputs_embeds=inputs, position_ids=positions, attention_mask=mask, use_cache=False).last_hidden_state
 
-    logits, start, text_sum = [], 0, None
+    logits, start, text_sum = [], width, None
     rows = torch.arange(len(input_ids), device=embeds.device)
     for classifier, length in zip(classifiers, prompt_lengths, strict=True):
-        own = None if suffix_hidden is None else suffix_hidden[:, start : start + length]  # [B, P, H]
+        own = hidden[:, start : start + length]  # [B, P, H]
         start += length
         if classifier.classifier_config.pooling == "last":
-            pooled = own[:, -1] if length else text_hidden[rows, text_lengths - 1]
+            pooled = own[:, -1] if length else hidden[rows, text_lengths - 1]
         else:
             if text_sum is None:
-                real = torch.arange(text_hidden.shape[1], device=embeds.device) < text_lengths[:, None]  # [B, L]
-                text_sum = (text_hidden.float() * real.unsqueeze(-1)).sum(1)
-            own_sum = own.float().sum(1) if length else 0
-            pooled = (text_sum + own_sum) / (text_lengths + length)[:, None]
+                real = torch.arange(width, device=embeds.device) < text_lengths[:, None]  # [B, L]
+                text_sum = (hidden[:, :width].float() * real.unsqueeze(-1)).sum(1)
+            pooled = (text_sum + own.float().sum(1)) / (text_lengths + length)[:, None]
         with torch.autocast(embeds.device.type, enabled=False):
             logits.append(classifier.head(pooled.float()))
     return logits
 
 
-def packed_suffix_mask(text_lengths: torch.Tensor, text_width: int, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, S, L+S] additive mask: each suffix vector sees its text's real tokens and its own suffix up to itself."""
-    batch, packed = len(text_lengths), len(block)
-    device = text_lengths.device
-    sees_text = torch.arange(text_width, device=device) < text_lengths[:, None, None]  # [B, 1, L]
-    order = torch.arange(packed, device=device)
-    sees_suffix = (block[:, None] == block[None, :]) & (order[None, :] <= order[:, None])  # [S, S]
-    allowed = torch.cat([sees_text.expand(-1, packed, -1), sees_suffix.expand(batch, -1, -1)], -1)
+def packed_suffix_mask(text_lengths: torch.Tensor, width: int, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, L+S, L+S] additive mask: text rows are causal; suffix rows see the real text and their own suffix so far."""
+    batch, packed, device = len(text_lengths), len(block), text_lengths.device
+    text_steps, suffix_steps = torch.arange(width, device=device), torch.arange(packed, device=device)
+    text_rows = torch.cat(
+        [(text_steps[None, :] <= text_steps[:, None]).expand(batch, -1, -1), torch.zeros(batch, width, packed, dtype=torch.bool, device=device)], -1
+    )  # [B, L, L+S]
+    sees_text = (text_steps < text_lengths[:, None, None]).expand(-1, packed, -1)  # [B, S, L]
+    sees_suffix = (block[:, None] == block[None, :]) & (suffix_steps[None, :] <= suffix_steps[:, None])  # [S, S]
+    allowed = torch.cat([text_rows, torch.cat([sees_text, sees_suffix.expand(batch, -1, -1)], -1)], 1)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.unsqueeze(1)
 
