@@ -1,4 +1,4 @@
-"""`suffixtune train | eval | predict`: the train flags are the fields of the argument dataclasses."""
+"""`suffixtune train | eval | predict | serve`: the train flags are the fields of the argument dataclasses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
@@ -72,29 +73,91 @@ def run_eval(argv: list[str]) -> int:
 def run_predict(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="suffixtune predict",
-        description="Classify texts: one JSON line per text with label and probabilities (or value).",
+        description="Classify texts with one or more artifacts of one base model: one JSON line per text. With one "
+        "artifact its label and probabilities (or value) sit beside the text; with several, under \"tasks\", one "
+        "entry per task. Suffix (and head) artifacts share one pass per text; others run a pass of their own.",
     )
-    parser.add_argument("artifact", help="Directory written by `suffixtune train`.")
+    add_model_arguments(parser)
     parser.add_argument("--text", action="append", help="A text to classify (repeatable); without it, JSONL on stdin.")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
-    parser.add_argument("--device", default=None)
     options = parser.parse_args(argv)
     from .artifacts import read_config
-    from .classifier import Classifier
 
-    task = read_config(options.artifact).as_task()
-    if options.text and len(task.text_columns) > 1:
-        example = json.dumps({c: "..." for c in task.text_columns})
-        raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
-    rows = [{task.text_columns[0]: text} for text in options.text] if options.text else list(read_jsonl(sys.stdin, task.text_columns))
-    texts = [task.format(row) for row in rows]
-    classifier = Classifier.from_pretrained(options.artifact, device=default_device(options.device))
-    for row, result in zip(rows, classifier.predict(texts, options.batch_size), strict=True):
-        print(json.dumps({**row, **result}))
+    named = named_artifacts(options.artifacts)
+    tasks = [read_config(directory).as_task() for directory in named.values()]
+    if options.text:
+        for task in tasks:
+            if len(task.text_columns) > 1:
+                example = json.dumps({c: "..." for c in task.text_columns})
+                raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
+        rows = [{task.text_columns[0]: text for task in tasks} for text in options.text]
+    else:
+        rows = list(read_jsonl(sys.stdin, tasks))
+    classifier = load_multitask(named, options)
+    for row, result in zip(rows, classifier.classify(rows, batch_size=options.batch_size), strict=True):
+        print(json.dumps({**row, **next(iter(result.values()))} if len(named) == 1 else {**row, "tasks": result}))
     return 0
 
 
-def read_jsonl(stream, text_columns: tuple[str, ...]):
+def run_serve(argv: list[str]) -> int:
+    try:
+        import uvicorn
+
+        from .service import ServiceSettings, create_app
+    except ImportError as error:
+        raise SuffixTuneError(f"suffixtune serve needs FastAPI and uvicorn ({error}); pip install 'suffixtune[serve]'") from None
+    parser = argparse.ArgumentParser(
+        prog="suffixtune serve",
+        description="Serve artifacts of one base model over HTTP: POST /v1/classify, GET /v1/tasks, GET /v1/stats, "
+        "GET /healthz; the OpenAPI schema at /openapi.json and /docs.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only).")
+    parser.add_argument("--port", type=int, default=8000)
+    for setting in dataclasses.fields(ServiceSettings):
+        choices = getattr(setting.type, "__args__", None) if "Literal" in str(setting.type) else None
+        parser.add_argument(
+            f"--{setting.name.replace('_', '-')}", f"--{setting.name}", dest=setting.name, default=setting.default,
+            type=type(setting.default), choices=choices, help=setting.metadata["help"] + f" (default {setting.default})",
+        )
+    options = parser.parse_args(argv)
+    settings = ServiceSettings(**{s.name: getattr(options, s.name) for s in dataclasses.fields(ServiceSettings)})
+    app = create_app(load_multitask(named_artifacts(options.artifacts), options), settings)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="info")
+    return 0
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR", help="Directories written by `suffixtune train`; "
+                        "each task is named by its task unless NAME= is given.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def named_artifacts(specs: list[str]) -> dict[str, str]:
+    from .artifacts import read_config
+
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, _, directory = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        name = name or read_config(directory).task
+        if name in named:
+            raise SuffixTuneError(f"{named[name]} and {directory} are both named {name!r}; name them as NAME=DIR")
+        named[name] = directory
+    return named
+
+
+def load_multitask(named: dict[str, str], options: argparse.Namespace):
+    import torch
+
+    from .multitask import MultiTaskClassifier
+
+    return MultiTaskClassifier.from_pretrained(named, device=default_device(options.device), dtype=getattr(torch, options.dtype))
+
+
+def read_jsonl(stream, tasks: list):
+    """Rows of JSONL: an object with every task's text fields, or a string (each task's first text field)."""
+    columns = list(dict.fromkeys(c for task in tasks for c in task.text_columns))
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -103,11 +166,13 @@ def read_jsonl(stream, text_columns: tuple[str, ...]):
         except json.JSONDecodeError as error:
             raise SuffixTuneError(f"stdin line {number}: not JSON ({error.msg})") from None
         if isinstance(row, str):
-            row = {text_columns[0]: row}
-        missing = [c for c in text_columns if not isinstance(row.get(c), str)]
+            row = {task.text_columns[0]: row for task in tasks}
+        if not isinstance(row, dict):
+            raise SuffixTuneError(f"stdin line {number}: expected an object or a string, got {type(row).__name__}")
+        missing = [c for c in columns if not isinstance(row.get(c), str)]
         if missing:
-            raise SuffixTuneError(f"stdin line {number}: needs string field(s) {missing}, e.g. {{\"{text_columns[0]}\": \"...\"}}")
-        yield {c: row[c] for c in text_columns}
+            raise SuffixTuneError(f"stdin line {number}: needs string field(s) {missing}, e.g. {{\"{columns[0]}\": \"...\"}}")
+        yield {c: row[c] for c in columns}
 
 
 def default_device(device: str | None) -> str:
@@ -116,7 +181,7 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict}
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,125 @@
+"""The HTTP service: `POST /v1/classify`, `GET /v1/tasks`, `GET /v1/stats`, `GET /healthz` (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..errors import ConfigError, DataError
+from ..multitask import MultiTaskClassifier
+from .batcher import MicroBatcher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSettings:
+    """Limits and batching of `suffixtune serve`; each field is a flag of it."""
+
+    max_batch_texts: int = field(default=64, metadata={"help": "Texts per model call, gathered across requests."})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "How long a request waits for others to join its batch."})
+    max_texts: int = field(default=64, metadata={"help": "Texts per request; more get a 413."})
+    max_text_chars: int = field(default=20_000, metadata={"help": "Characters per text, checked before tokenizing; more get a 413."})
+    long_texts: Literal["truncate", "reject"] = field(
+        default="truncate",
+        metadata={"help": "Texts longer than a task's max_length tokens: cut (and listed in the answer's truncated) or refused with a 413."},
+    )
+
+    def __post_init__(self):
+        if self.long_texts not in ("truncate", "reject"):
+            raise ConfigError(f"long_texts must be 'truncate' or 'reject', got {self.long_texts!r}")
+        for name in ("max_batch_texts", "max_texts", "max_text_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class ClassifyRequest(BaseModel):
+    texts: list[str | dict[str, str]] = Field(
+        min_length=1, description="Texts to classify; an object gives the fields of text-pair tasks, e.g. premise and hypothesis."
+    )
+    tasks: list[str] | None = Field(default=None, description="Task names (GET /v1/tasks); all tasks when left out.")
+
+
+class ClassifyResponse(BaseModel):
+    results: list[dict[str, dict[str, Any]]] = Field(
+        description="Per text, per task: label and probabilities, or value for regression."
+    )
+    truncated: list[int] = Field(description="Indices of texts cut to a task's max_length tokens.")
+    base_model: str
+
+
+def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+    batcher = MicroBatcher(classifier.classify, settings.max_batch_texts, settings.max_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="suffixtune", version=__version__, lifespan=lifespan,
+                  description="Many text-classification tasks on one frozen causal LM, answered from one pass per text.")
+    app.state.batcher = batcher
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/tasks")
+    async def tasks() -> dict[str, Any]:
+        return {"base_model": classifier.base_model, "tasks": [info.to_dict() for info in classifier.tasks.values()]}
+
+    @app.get("/v1/stats")
+    async def stats() -> dict[str, Any]:
+        return batcher.stats.to_dict()
+
+    @app.post("/v1/classify", responses={404: {"description": "Unknown task"}, 413: {"description": "Too many or too long texts"},
+                                         422: {"description": "Malformed request or text"}})
+    async def classify(request: ClassifyRequest) -> ClassifyResponse:
+        if len(request.texts) > settings.max_texts:
+            raise HTTPException(413, f"texts: {len(request.texts)} in one request, the limit is {settings.max_texts}; send fewer per request")
+        for index, text in enumerate(request.texts):
+            size = len(text) if isinstance(text, str) else sum(len(v) for v in text.values())
+            if size > settings.max_text_chars:
+                raise HTTPException(413, f"texts[{index}]: {size} characters, the limit is {settings.max_text_chars}")
+        try:
+            names = classifier.check_tasks(request.tasks)
+        except ConfigError as error:
+            raise HTTPException(404, str(error)) from None
+        truncated = check_texts(classifier, request.texts, names, settings.long_texts)
+        try:
+            results = await batcher.submit(request.texts, names)
+        except (DataError, ConfigError) as error:
+            raise HTTPException(422, str(error)) from None
+        except Exception as error:
+            logger.exception("classifying a request failed")
+            raise HTTPException(500, f"the model failed on this request: {type(error).__name__}: {error}") from None
+        return ClassifyResponse(results=results, truncated=truncated, base_model=classifier.base_model)
+
+    return app
+
+
+def check_texts(classifier: MultiTaskClassifier, texts: list, tasks: list[str], long_texts: str) -> list[int]:
+    """Indices of texts longer than a task reads; with long_texts='reject', a 413 for the first of them."""
+    try:
+        encoded = classifier.encode(texts, tasks)
+    except DataError as error:
+        raise HTTPException(422, str(error)) from None
+    truncated = set()
+    for (group, max_length), ids in encoded.items():
+        for index, row in enumerate(ids):
+            if len(row) > max_length:
+                if long_texts == "reject":
+                    raise HTTPException(
+                        413, f"texts[{index}]: {len(row)} tokens, but task {group[0]!r} reads at most {max_length}; "
+                        "shorten it (the server runs with long_texts='reject')",
+                    )
+                truncated.add(index)
+    return sorted(truncated)
