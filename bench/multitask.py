@@ -126,8 +126,8 @@ def main():
                    "speedup": ratio, "ideal": ideal, "of_ideal": ratio / ideal, "versus_peft_lora": versus_lora,
                    "max_abs_logit_difference": difference, "argmax_agreement": agree}
             rows.append(row)
-            print(f"| {length} | {count} | {speed.get('shared', float('nan')):.1f} | {speed.get('separate', float('nan')):.1f} | "
-                  f"{speed.get('peft-lora', float('nan')):.1f} | {ratio:.2f}× | {ideal:.2f}× | {ratio / ideal:.0%} | "
+            print(f"| {length} | {count} | {speed.get('shared', float('nan')):.4g} | {speed.get('separate', float('nan')):.4g} | "
+                  f"{speed.get('peft-lora', float('nan')):.4g} | {ratio:.2f}× | {ideal:.2f}× | {ratio / ideal:.0%} | "
                   f"{versus_lora:.2f}× | {difference:.1e} | {agree:.1%} |", flush=True)
     if args.output:
         with open(args.output, "w") as handle:

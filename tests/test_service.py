@@ -77,6 +77,7 @@ BAD_REQUESTS = {
     "texts not strings": (dict(json={"texts": [3]}), 422, "texts"),
     "too many texts": (dict(json={"texts": ["a"] * 5}), 413, "texts: 5 in one request, the limit is 4"),
     "text too long": (dict(json={"texts": ["a" * 2_001]}), 413, "texts[0]: 2001 characters, the limit is 2000"),
+    "empty task list": (dict(json={"texts": ["a"], "tasks": []}), 422, "tasks"),
     "unknown task": (dict(json={"texts": ["a"], "tasks": ["sentiment", "spam"]}), 404, "unknown task(s) ['spam']"),
     "pair task given a string": (dict(json={"texts": ["a"], "tasks": ["pair"]}), 422, "task 'pair' classifies text pairs"),
     "missing pair field": (dict(json={"texts": [{"premise": "p"}], "tasks": ["pair"]}), 422, "needs string field(s) ['hypothesis']"),

@@ -90,11 +90,11 @@ def run_predict(argv: list[str]) -> int:
             if len(task.text_columns) > 1:
                 example = json.dumps({c: "..." for c in task.text_columns})
                 raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
-        rows = [{task.text_columns[0]: text for task in tasks} for text in options.text]
+        rows, shown = options.text, [{"text": text} for text in options.text]
     else:
-        rows = list(read_jsonl(sys.stdin, tasks))
+        rows = shown = list(read_jsonl(sys.stdin, tasks))
     classifier = load_multitask(named, options)
-    for row, result in zip(rows, classifier.classify(rows, batch_size=options.batch_size), strict=True):
+    for row, result in zip(shown, classifier.classify(rows, batch_size=options.batch_size), strict=True):
         print(json.dumps({**row, **next(iter(result.values()))} if len(named) == 1 else {**row, "tasks": result}))
     return 0
 

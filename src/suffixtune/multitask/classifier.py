@@ -162,14 +162,14 @@ class MultiTaskClassifier:
         logits = {}
         if len(shared) > 1:  # with one, its ordinary pass is the same work
             classifiers = [self.classifiers[name] for name in shared]
-            logits = dict(zip(shared, shared_cache_logits(self.backbone, classifiers, input_ids, attention_mask), strict=True))
+            logits = dict(zip(shared, shared_pass_logits(self.backbone, classifiers, input_ids, attention_mask), strict=True))
         for name in tasks:
             if name not in logits:
                 logits[name] = self.classifiers[name](input_ids, attention_mask).logits
         return {name: logits[name] for name in tasks}
 
 
-def shared_cache_logits(
+def shared_pass_logits(
     backbone: PreTrainedModel, classifiers: Sequence[Classifier], input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> list[torch.Tensor]:
     """Logits of every task from one pass over [text | suffix 1 | ... | suffix K] per row.

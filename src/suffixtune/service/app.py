@@ -43,7 +43,7 @@ class ClassifyRequest(BaseModel):
     texts: list[str | dict[str, str]] = Field(
         min_length=1, description="Texts to classify; an object gives the fields of text-pair tasks, e.g. premise and hypothesis."
     )
-    tasks: list[str] | None = Field(default=None, description="Task names (GET /v1/tasks); all tasks when left out.")
+    tasks: list[str] | None = Field(default=None, min_length=1, description="Task names (GET /v1/tasks); all tasks when left out.")
 
 
 class ClassifyResponse(BaseModel):
