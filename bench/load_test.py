@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--max-wait-ms", default="5")
     parser.add_argument("--max-batch-texts", default="64")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--startup-timeout", type=float, default=300)
     args = parser.parse_args()
     if len(args.artifacts) < 2:
@@ -95,7 +96,7 @@ def main():
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "suffixtune.cli", "serve", *args.artifacts, "--host", "127.0.0.1", "--port", str(port),
-               "--device", args.device, "--max-wait-ms", args.max_wait_ms, "--max-batch-texts", args.max_batch_texts]
+               "--device", args.device, "--dtype", args.dtype, "--max-wait-ms", args.max_wait_ms, "--max-batch-texts", args.max_batch_texts]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_until_up(url, server, args.startup_timeout)
@@ -117,6 +118,7 @@ def main():
         "requests_per_s": answered / elapsed, "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000,
         "model_calls": batches, "mean_requests_per_call": (after["requests"] - before["requests"]) / max(batches, 1),
         "largest_call_requests": after["largest_batch_requests"], "max_wait_ms": float(args.max_wait_ms),
+        "device": args.device, "dtype": args.dtype,
     }
     print(json.dumps(report, indent=2))
     for error in errors[:5]:
