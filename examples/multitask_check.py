@@ -5,7 +5,7 @@ in shared passes; then runs each artifact alone (`Classifier.predict`) on the sa
 how many labels agree, the largest probability difference, and accuracy where the file has the task's labels.
 
     python examples/multitask_check.py runs/sms-suffix runs/sst2-suffix probe=runs/sms-head \
-        --data ../shared/data/sms_spam/test.csv --text-column Text --label-column Label --max-rows 150
+        --data ../shared/data/sms_spam/test.csv --text-column Text --label-column Label --labels-for sms_spam probe
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def main():
     parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR")
     parser.add_argument("--data", required=True)
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", help="integer labels or label names, scored for tasks whose label names fit")
+    parser.add_argument("--label-column", help="gold labels: label names, or integer indices into the task's label names")
+    parser.add_argument("--labels-for", nargs="*", default=[], metavar="TASK", help="tasks the label column scores")
     parser.add_argument("--max-rows", type=int)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
@@ -49,12 +50,11 @@ def main():
                 abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(alone, together, strict=True) for k in a["probabilities"]
             ),
         }
-        names = classifier.classifier_config.label_names
-        if args.label_column:
+        if name in args.labels_for:
+            names = classifier.classifier_config.label_names
             gold = [names[int(v)] if str(v).isdigit() else str(v) for v in frame[args.label_column]]
-            if set(gold) <= set(names):
-                entry["accuracy_shared"] = sum(g == b["label"] for g, b in zip(gold, together, strict=True)) / len(gold)
-                entry["accuracy_alone"] = sum(g == a["label"] for g, a in zip(gold, alone, strict=True)) / len(gold)
+            entry["accuracy_shared"] = sum(g == b["label"] for g, b in zip(gold, together, strict=True)) / len(gold)
+            entry["accuracy_alone"] = sum(g == a["label"] for g, a in zip(gold, alone, strict=True)) / len(gold)
         report["tasks"][name] = entry
     report["alone_seconds"] = round(alone_seconds, 1)
     print(json.dumps(report, indent=2))

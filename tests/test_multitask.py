@@ -125,12 +125,21 @@ def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir,
     paths = save_artifacts("gpt2", tokenizer_dir, tmp_path, {"a": SUFFIX_TASKS["sentiment"], "b": SUFFIX_TASKS["topic"]})[2]
     classifier = Classifier.build(copy.deepcopy(backbone), tokenizer, pair, "suffix", SoftPromptConfig(prompt_length=3))
     classifier.save_pretrained(tmp_path / "pair")
+    sentence = Task(name="sentence", text_columns=("sentence",), label_names=("x", "y"))
+    Classifier.build(backbone, tokenizer, sentence, "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path / "sentence")
     multitask = MultiTaskClassifier.from_pretrained({**paths, "pair": tmp_path / "pair"}, backbone=backbone, tokenizer=tokenizer)
+    other_column = MultiTaskClassifier.from_pretrained({**paths, "c": tmp_path / "sentence"}, backbone=backbone, tokenizer=tokenizer)
+    passes = count_calls(backbone.base_model)
+    other_column.classify(["one text", "and another"])
+    assert len(passes) == 1  # columns "text" and "sentence" hold the same string: one pass serves all three
     rows = [{"text": "fine", "premise": "It rains.", "hypothesis": "The street is wet."}, {"text": "bad", "premise": "A", "hypothesis": "B"}]
     results = multitask.classify(rows)
     expected = classifier.predict_logits(["It rains. ? The street is wet.", "A ? B"]).softmax(-1)
     assert [r["pair"]["probabilities"]["yes"] for r in results] == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
     assert list(results[0]) == ["a", "b", "pair"]
+    passes = count_calls(backbone.base_model)
+    multitask.classify(rows)
+    assert len(passes) == 2  # "a" and "b" read the same text (in one pass); "pair" reads another
     assert list(multitask.classify(rows, tasks=["b"])[0]) == ["b"]
 
     with pytest.raises(DataError, match=r"text 1: task 'pair' classifies text pairs; give an object with fields \['premise', 'hypothesis'\]"):

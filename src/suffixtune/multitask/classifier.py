@@ -45,6 +45,19 @@ class TaskInfo:
         return asdict(self)
 
 
+@dataclass
+class TextGroup:
+    """Tasks that read the same tokens for every row, so one pass serves them all."""
+
+    tasks: list[str]
+    input_ids: list[list[int]]  # per row, cut to what these tasks read
+    token_counts: list[int]  # per row, before cutting
+
+    @property
+    def truncated(self) -> list[int]:
+        return [i for i, (ids, count) in enumerate(zip(self.input_ids, self.token_counts, strict=True)) if len(ids) < count]
+
+
 class MultiTaskClassifier:
     """Classifiers for many tasks on one frozen backbone.
 
@@ -118,38 +131,42 @@ class MultiTaskClassifier:
             raise ConfigError(f"no tasks asked for; leave tasks out for all of them, or name some of {sorted(self.classifiers)}")
         return list(dict.fromkeys(tasks))
 
-    def encode(self, rows: Sequence[Row], tasks: Sequence[str] | None = None) -> dict[tuple, list[list[int]]]:
-        """Token ids of every row, per group of tasks that read the same text; checks every row.
+    def encode(self, rows: Sequence[Row], tasks: Sequence[str] | None = None) -> list[TextGroup]:
+        """Token ids of every row, per group of tasks that read the same tokens; checks every row.
 
-        A string row is a task's first text column; text-pair tasks need a mapping with each of their columns.
+        A string row is each task's first text column; text-pair tasks need a mapping with each of their columns.
+        Tasks share a group when every row gives them the same tokens after formatting and truncation, whatever
+        their columns are called.
         """
-        groups: dict[tuple, list[str]] = {}
+        token_ids: dict[tuple[str, ...], list[list[int]]] = {}
+        groups: dict[tuple, TextGroup] = {}
         for name in self.check_tasks(tasks):
             config = self.classifiers[name].classifier_config
-            groups.setdefault((tuple(config.text_columns), config.template, config.max_length), []).append(name)
-        encoded = {}
-        for (columns, _, max_length), names in groups.items():
-            task = self.classifiers[names[0]].classifier_config.as_task()
-            texts = [task.format(as_row(row, number, names[0], columns)) for number, row in enumerate(rows, start=1)]
-            ids = self.tokenizer(texts, add_special_tokens=True).input_ids
-            for number, row_ids in enumerate(ids, start=1):
-                if not row_ids:
-                    raise DataError(f"text {number} is empty; every text needs at least one token")
-            encoded[(tuple(names), max_length)] = ids
-        return encoded
+            task, columns = config.as_task(), tuple(config.text_columns)
+            texts = tuple(task.format(as_row(row, number, name, columns)) for number, row in enumerate(rows, start=1))
+            if texts not in token_ids:
+                token_ids[texts] = self.tokenizer(list(texts), add_special_tokens=True).input_ids
+                empty = [number for number, ids in enumerate(token_ids[texts], start=1) if not ids]
+                if empty:
+                    raise DataError(f"text {empty[0]} is empty; every text needs at least one token")
+            full = token_ids[texts]
+            read = tuple(tuple(ids[: config.max_length]) for ids in full)
+            group = groups.setdefault(read, TextGroup([], [list(ids) for ids in read], [len(ids) for ids in full]))
+            group.tasks.append(name)
+        return list(groups.values())
 
     def classify(self, rows: Sequence[Row], tasks: Sequence[str] | None = None, batch_size: int = 64) -> list[dict[str, dict[str, Any]]]:
         """Per row, per task: label and class probabilities, or value for regression."""
         names = self.check_tasks(tasks)
         results: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
         device = self.backbone.get_input_embeddings().weight.device
-        for (group, max_length), ids in self.encode(rows, names).items():
-            ids = [row[:max_length] for row in ids]
+        for group in self.encode(rows, names):
+            ids = group.input_ids
             order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(device)
-                for name, logits in self.forward(batch["input_ids"], batch["attention_mask"], group).items():
+                for name, logits in self.forward(batch["input_ids"], batch["attention_mask"], group.tasks).items():
                     describe_row = self.classifiers[name].describe
                     for i, row_logits in zip(chunk, logits.cpu(), strict=True):
                         results[i][name] = describe_row(row_logits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,7 +57,8 @@ class ClassifyResponse(BaseModel):
 
 def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
-    batcher = MicroBatcher(classifier.classify, settings.max_batch_texts, settings.max_wait_ms)
+    run = functools.partial(classifier.classify, batch_size=settings.max_batch_texts)
+    batcher = MicroBatcher(run, settings.max_batch_texts, settings.max_wait_ms)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,17 +111,15 @@ def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None
 def check_texts(classifier: MultiTaskClassifier, texts: list, tasks: list[str], long_texts: str) -> list[int]:
     """Indices of texts longer than a task reads; with long_texts='reject', a 413 for the first of them."""
     try:
-        encoded = classifier.encode(texts, tasks)
+        groups = classifier.encode(texts, tasks)
     except DataError as error:
         raise HTTPException(422, str(error)) from None
-    truncated = set()
-    for (group, max_length), ids in encoded.items():
-        for index, row in enumerate(ids):
-            if len(row) > max_length:
-                if long_texts == "reject":
-                    raise HTTPException(
-                        413, f"texts[{index}]: {len(row)} tokens, but task {group[0]!r} reads at most {max_length}; "
-                        "shorten it (the server runs with long_texts='reject')",
-                    )
-                truncated.add(index)
-    return sorted(truncated)
+    truncated = sorted({index for group in groups for index in group.truncated})
+    if truncated and long_texts == "reject":
+        group = next(g for g in groups if truncated[0] in g.truncated)
+        index = truncated[0]
+        raise HTTPException(
+            413, f"texts[{index}]: {group.token_counts[index]} tokens, but task {group.tasks[0]!r} reads at most "
+            f"{len(group.input_ids[index])}; shorten it (the server runs with long_texts='reject')",
+        )
+    return truncated
