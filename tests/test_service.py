@@ -181,3 +181,6 @@ def test_predict_cli_runs_several_artifacts(tiny_model_dir, tmp_path, capsys):
     assert list(lines[0]["tasks"]) == ["sentiment", "mood"] and set(lines[0]["tasks"]["mood"]["probabilities"]) == {"a", "b", "c"}
     assert main(["serve", str(tmp_path / "sentiment"), str(tmp_path / "sentiment")]) == 2
     assert "are both named 'sentiment'; name them as NAME=DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", str(tmp_path / "sentiment"), "--long-texts", "drop"])
+    assert "invalid choice: 'drop' (choose from 'truncate', 'reject')" in capsys.readouterr().err

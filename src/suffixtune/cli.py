@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -114,8 +115,9 @@ def run_serve(argv: list[str]) -> int:
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only).")
     parser.add_argument("--port", type=int, default=8000)
+    hints = typing.get_type_hints(ServiceSettings)
     for setting in dataclasses.fields(ServiceSettings):
-        choices = getattr(setting.type, "__args__", None) if "Literal" in str(setting.type) else None
+        choices = typing.get_args(hints[setting.name]) if typing.get_origin(hints[setting.name]) is typing.Literal else None
         parser.add_argument(
             f"--{setting.name.replace('_', '-')}", f"--{setting.name}", dest=setting.name, default=setting.default,
             type=type(setting.default), choices=choices, help=setting.metadata["help"] + f" (default {setting.default})",
