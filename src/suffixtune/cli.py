@@ -1,4 +1,4 @@
-"""`suffixtune train | eval | predict | serve`: the train flags are the fields of the argument dataclasses."""
+"""`suffixtune train | eval | predict | serve | sweep`: the train flags are the fields of the argument dataclasses."""
 
 from __future__ import annotations
 
@@ -10,23 +10,11 @@ import sys
 import typing
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from .errors import SuffixTuneError
-from .methods import METHODS, get_method
-from .training import DataArguments, MethodArguments, ModelArguments, RunFailed, TrainingArguments
+from .methods import METHODS
+from .training import DataArguments, MethodArguments, RunFailed, train_parser
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
-
-
-def train_parser(method: str = "suffix") -> HfArgumentParser:
-    """Flags of the run plus those of `method`'s config (other methods' options are not accepted)."""
-    return HfArgumentParser(
-        [ModelArguments, DataArguments, MethodArguments, get_method(method).config_class, TrainingArguments],
-        prog="suffixtune train",
-        description=f"Train a classifier on a frozen causal LM with --method {method} (options below; another "
-        "method's options show with --method NAME --help); every Hugging Face TrainingArguments field is a flag.",
-    )
 
 
 def run_train(argv: list[str]) -> int:
@@ -129,6 +117,24 @@ def run_serve(argv: list[str]) -> int:
     return 0
 
 
+def run_sweep(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suffixtune sweep", description="Plan a sweep of training runs from a YAML file.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="Check the file and print the runs it would do, one per line.")
+    plan.add_argument("file", help="Sweep YAML: fixed settings, a grid and overrides (see suffixtune.sweeps.spec).")
+    options = parser.parse_args(argv)
+    from .sweeps import load_sweep
+
+    sweep = load_sweep(options.file)
+    runs = sweep.runs()
+    merged = sweep.cells - len(runs)
+    print(f"sweep {sweep.name!r}: {len(runs)} runs from {sweep.cells} grid cells"
+          + (f" ({merged} merged: an option that does not apply to their method left them identical)" if merged else ""))
+    for run in runs:
+        print(f"{run.run_id}  {run.name}  suffixtune train {' '.join(run.to_argv())}")
+    return 0
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR", help="Directories written by `suffixtune train`; "
                         "each task is named by its task unless NAME= is given.")
@@ -183,7 +189,7 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve}
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve, "sweep": run_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

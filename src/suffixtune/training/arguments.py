@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import transformers
+from transformers import HfArgumentParser
+
+from ..methods import get_method
 
 
 @dataclass
@@ -76,3 +79,14 @@ class TrainingArguments(transformers.TrainingArguments):
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
     )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers: none, tensorboard, wandb, mlflow, all."})
+
+
+def train_parser(method: str = "suffix", **parser_options) -> HfArgumentParser:
+    """Flags of the run plus those of `method`'s config (other methods' options are not accepted)."""
+    return HfArgumentParser(
+        [ModelArguments, DataArguments, MethodArguments, get_method(method).config_class, TrainingArguments],
+        prog="suffixtune train",
+        description=f"Train a classifier on a frozen causal LM with --method {method} (options below; another "
+        "method's options show with --method NAME --help); every Hugging Face TrainingArguments field is a flag.",
+        **parser_options,
+    )
