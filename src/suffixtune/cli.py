@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"suffixtune {argv[0]}: {error}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except BrokenPipeError:  # the reader went away (`suffixtune predict ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
