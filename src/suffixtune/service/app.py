@@ -113,7 +113,7 @@ def check_texts(classifier: MultiTaskClassifier, texts: list, tasks: list[str], 
     try:
         groups = classifier.encode(texts, tasks)
     except DataError as error:
-        raise HTTPException(422, str(error)) from None
+        raise HTTPException(422, f"{error} (texts counted from 1)") from None
     truncated = sorted({index for group in groups for index in group.truncated})
     if truncated and long_texts == "reject":
         group = next(g for g in groups if truncated[0] in g.truncated)
