@@ -156,7 +156,7 @@ def test_refuses_artifacts_of_another_base_model_and_unknown_or_duplicate_tasks(
     backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
     with pytest.raises(ArtifactError, match=f"{other['a']} was trained on base model 'tiny-gpt2-seed1'"):
         MultiTaskClassifier.from_pretrained({"a": paths["a"], "b": other["a"]}, backbone=backbone, tokenizer=tokenizer)
-    with pytest.raises(ConfigError, match="are both task 'a'; name them, e.g. a-a="):
+    with pytest.raises(ConfigError, match="are both named 'a'; name them as NAME=DIR, e.g. a-a="):
         MultiTaskClassifier.from_pretrained([paths["a"], paths["a"]], backbone=backbone, tokenizer=tokenizer)
     multitask = MultiTaskClassifier.from_pretrained({"x": paths["a"], "y": paths["a"]}, backbone=backbone, tokenizer=tokenizer)
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \['z'\]; loaded tasks are \['x', 'y'\]"):

@@ -40,6 +40,14 @@ def check_base_model(directory: str | os.PathLike, config: ClassifierConfig, bac
         )
 
 
+def length_sorted_batches(tokenizer: PreTrainedTokenizerBase, token_ids: list[list[int]], batch_size: int, device):
+    """(row indices, padded batch) over rows sorted by length, so batches waste little on padding."""
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        yield chunk, tokenizer.pad({"input_ids": [token_ids[i] for i in chunk]}, return_tensors="pt").to(device)
+
+
 class Classifier(nn.Module):
     def __init__(
         self,
@@ -203,12 +211,9 @@ class Classifier(nn.Module):
         empty = [i for i, row in enumerate(encoded) if not row]
         if empty:
             raise DataError(f"text {empty[0] + 1} is empty; every text needs at least one token")
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         device = self.backbone.get_input_embeddings().weight.device
         logits = torch.empty(len(texts), self.classifier_config.num_labels)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(device)
+        for chunk, batch in length_sorted_batches(self.tokenizer, encoded, batch_size, device):
             logits[chunk] = self(batch["input_ids"], batch["attention_mask"]).logits.cpu()
         self.train(was_training)
         return logits

@@ -144,16 +144,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def named_artifacts(specs: list[str]) -> dict[str, str]:
-    from .artifacts import read_config
+    """[NAME=]DIR arguments as {name: directory}."""
+    from .multitask.classifier import name_artifacts
 
-    named: dict[str, str] = {}
-    for spec in specs:
-        name, _, directory = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
-        name = name or read_config(directory).task
-        if name in named:
-            raise SuffixTuneError(f"{named[name]} and {directory} are both named {name!r}; name them as NAME=DIR")
-        named[name] = directory
-    return named
+    pairs = [spec.partition("=")[::2] if "=" in spec and not Path(spec).exists() else (None, spec) for spec in specs]
+    return name_artifacts(pairs)
 
 
 def load_multitask(named: dict[str, str], options: argparse.Namespace):

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..artifacts import read_config
 from ..backbone import load_backbone
-from ..classifier import Classifier, check_base_model
+from ..classifier import Classifier, check_base_model, length_sorted_batches
 from ..errors import ConfigError, DataError
 from ..methods import get_method
 from ..methods.base import place_prompt
@@ -78,11 +78,9 @@ class MultiTaskClassifier:
         self.classifiers = dict(classifiers)
         artifacts = artifacts or {}
         self.tasks = {
-            name: task_info(name, c, self.shares_cache(c), artifacts.get(name, "")) for name, c in self.classifiers.items()
+            name: task_info(name, c, c.method.shares_text_cache and c.backbone is backbone, artifacts.get(name, ""))
+            for name, c in self.classifiers.items()
         }
-
-    def shares_cache(self, classifier: Classifier) -> bool:
-        return classifier.method.shares_text_cache and classifier.backbone is self.backbone
 
     @property
     def base_model(self) -> str:
@@ -98,7 +96,7 @@ class MultiTaskClassifier:
         dtype: torch.dtype | str = torch.float32,
     ) -> MultiTaskClassifier:
         """Load artifacts of one base model, named by their task or by the keys of a mapping."""
-        named = {str(k): str(v) for k, v in artifacts.items()} if isinstance(artifacts, Mapping) else name_by_task(artifacts)
+        named = {str(k): str(v) for k, v in artifacts.items()} if isinstance(artifacts, Mapping) else name_artifacts([(None, d) for d in artifacts])
         if not named:
             raise ConfigError("give at least one artifact directory")
         configs = {name: read_config(directory) for name, directory in named.items()}
@@ -161,11 +159,7 @@ class MultiTaskClassifier:
         results: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
         device = self.backbone.get_input_embeddings().weight.device
         for group in self.encode(rows, names):
-            ids = group.input_ids
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(device)
+            for chunk, batch in length_sorted_batches(self.tokenizer, group.input_ids, batch_size, device):
                 for name, logits in self.forward(batch["input_ids"], batch["attention_mask"], group.tasks).items():
                     describe_row = self.classifiers[name].describe
                     for i, row_logits in zip(chunk, logits.cpu(), strict=True):
@@ -175,7 +169,7 @@ class MultiTaskClassifier:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
         """Logits [B, C] per task for one tokenized batch that every task in `tasks` reads as is."""
-        shared = [name for name in tasks if self.shares_cache(self.classifiers[name])]
+        shared = [name for name in tasks if self.tasks[name].shared_cache]
         logits = {}
         if len(shared) > 1:  # with one, its ordinary pass is the same work
             classifiers = [self.classifiers[name] for name in shared]
@@ -252,14 +246,15 @@ def task_info(name: str, classifier: Classifier, shared: bool, artifact: str) ->
     )
 
 
-def name_by_task(directories: Sequence[str | os.PathLike]) -> dict[str, str]:
-    """Name each artifact by its task; two artifacts of one task need names (NAME=DIR on the CLI)."""
+def name_artifacts(artifacts: Sequence[tuple[str | None, str | os.PathLike]]) -> dict[str, str]:
+    """{name: directory} from (name or None, directory) pairs; an artifact without a name is named by its task."""
     named: dict[str, str] = {}
-    for directory in directories:
-        name = read_config(directory).task
+    for name, directory in artifacts:
+        name = name or read_config(directory).task
         if name in named:
             raise ConfigError(
-                f"{named[name]} and {directory} are both task {name!r}; name them, e.g. {name}-a={named[name]} {name}-b={directory}"
+                f"{named[name]} and {directory} are both named {name!r}; name them as NAME=DIR, "
+                f"e.g. {name}-a={named[name]} {name}-b={directory}"
             )
         named[name] = str(Path(directory))
     return named

@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,10 +77,7 @@ class Sweep:
 
     @property
     def cells(self) -> int:
-        count = 1
-        for values in self.grid.values():
-            count *= len(values)
-        return count
+        return math.prod(len(values) for values in self.grid.values())
 
     def runs(self) -> list[PlannedRun]:
         """Every cell of the grid with its overrides applied, each distinct run once, in grid order."""
