@@ -119,20 +119,47 @@ def run_serve(argv: list[str]) -> int:
 
 
 def run_sweep(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="suffixtune sweep", description="Plan a sweep of training runs from a YAML file.")
+    parser = argparse.ArgumentParser(prog="suffixtune sweep", description="Plan or run a sweep of training runs from a YAML file.")
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="Check the file and print the runs it would do, one per line.")
     plan.add_argument("file", help="Sweep YAML: fixed settings, a grid and overrides (see suffixtune.sweeps.spec).")
+    run = commands.add_parser("run", help="Do the sweep's runs; start as many workers, here or on other machines, as you like.")
+    run.add_argument("file", help="Sweep YAML.")
+    run.add_argument("--output-dir", "--output_dir", help="Where run directories go (default: sweeps/NAME); shared "
+                     "between machines if retries should resume another machine's checkpoints.")
+    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT_DIR/sweep.db); "
+                     "postgresql://USER:PASSWORD@HOST/DB lets workers on many machines share the sweep.")
+    run.add_argument("--workers", type=int, default=1, help="Worker processes to start here (one GPU each where there are enough).")
+    run.add_argument("--heartbeat", type=int, default=30, help="Seconds between a worker's heartbeats.")
+    run.add_argument("--grace-period", "--grace_period", type=int, default=120,
+                     help="Seconds without a heartbeat after which a run counts as lost and is retried.")
     options = parser.parse_args(argv)
     from .sweeps import load_sweep
 
     sweep = load_sweep(options.file)
     runs = sweep.runs()
-    merged = sweep.cells - len(runs)
-    print(f"sweep {sweep.name!r}: {len(runs)} runs from {sweep.cells} grid cells"
-          + (f" ({merged} merged: an option that does not apply to their method left them identical)" if merged else ""))
-    for run in runs:
-        print(f"{run.run_id}  {run.name}  suffixtune train {' '.join(run.to_argv())}")
+    if options.command == "plan":
+        merged = sweep.cells - len(runs)
+        print(f"sweep {sweep.name!r}: {len(runs)} runs from {sweep.cells} grid cells"
+              + (f" ({merged} merged: an option that does not apply to their method left them identical)" if merged else ""))
+        for planned in runs:
+            print(f"{planned.run_id}  {planned.name}  suffixtune train {' '.join(planned.to_argv())}")
+        return 0
+    from .sweeps.runner import launch_workers, prepare_study, work
+    from .sweeps.storage import default_storage_url, masked, open_storage
+
+    output_dir = Path(options.output_dir or Path("sweeps") / sweep.name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    url = options.storage or default_storage_url(output_dir)
+    storage = open_storage(url, options.heartbeat, options.grace_period)
+    if options.workers > 1:
+        prepare_study(sweep, storage)
+        return launch_workers([options.file, "--output-dir", str(output_dir), "--storage", url,
+                               "--heartbeat", str(options.heartbeat), "--grace-period", str(options.grace_period)],
+                              options.workers)
+    logging.getLogger("suffixtune.sweeps").setLevel(logging.INFO)
+    done = work(sweep, storage, output_dir)
+    print(json.dumps({"sweep": sweep.name, "storage": masked(url), "runs_done_here": done, "runs": len(runs)}))
     return 0
 
 

@@ -35,6 +35,7 @@ class DataArguments:
     label_words: list[str] | None = field(default=None, metadata={"help": "One word per class for --head verbalizer, e.g. ' negative' ' positive'."})
     max_length: int = field(default=256, metadata={"help": "Longest text in tokens; longer texts are cut (the prompt never is)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this many rows."})
+    subset_seed: int | None = field(default=None, metadata={"help": "Seed of the --max_train_samples subset (default: --seed); fix it to train every seed on the same rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this many validation rows."})
 
 

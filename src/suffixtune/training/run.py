@@ -120,7 +120,8 @@ def train(
     eval_dataset = eval_dataset.select(np.argsort(eval_dataset["length"], kind="stable"))  # less padding
     train_dataset = None
     if train_split is not None:
-        train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, args.seed), tokenizer, max_length)
+        subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
+        train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
 
     divergence, recorder = DivergenceCallback(), EvalRecorder(task)
     trainer = recorder.trainer = ClassifierTrainer(
