@@ -113,9 +113,10 @@ def work(sweep: Sweep, storage: RDBStorage, output_dir: str | os.PathLike, poll_
     runs = {run.run_id: run for run in sweep.runs()}
     poll_s = poll_s or min(storage.heartbeat_interval or 5, 5)
     worker, done = f"{socket.gethostname()}:{os.getpid()}", 0
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)  # fail_stale_trials: stable since Optuna 2.9
     while True:
-        fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # fail_stale_trials: in Optuna since 2.9
+            fail_stale_trials(study)
         trial_id = claim(storage, study_id)
         if trial_id is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ..errors import ConfigError
 
@@ -39,7 +40,7 @@ def open_storage(
     """Connect now, so an unreachable or malformed URL fails before any run starts, naming the URL (password masked).
 
     With a heartbeat, a trial whose worker stops beating for `grace_period` seconds is failed by the next worker
-    that looks, and enqueued again once (Optuna's RetryFailedTrialCallback).
+    that looks, and enqueued again once (Optuna's RetryHeartbeatStaleTrialCallback).
     """
     try:
         dialect = sqlalchemy.engine.make_url(url).get_backend_name()
@@ -55,15 +56,20 @@ def open_storage(
         engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
     heartbeat = {}
     if heartbeat_interval:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                     "failed_trial_callback": RetryFailedTrialCallback(max_retry=3)}
+                     "failed_trial_callback": retry}
     logging.getLogger("optuna").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
-    except ModuleNotFoundError as error:
-        raise StorageError(f"storage {masked(url)}: the database driver is not installed ({error.name}); for "
-                           "PostgreSQL: pip install 'suffixtune[postgres]'") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: in Optuna since 2.9
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except ImportError as error:
+        raise StorageError(f"storage {masked(url)}: its database driver is not installed ({error.__cause__ or error}); "
+                           "for PostgreSQL: pip install 'suffixtune[postgres]'") from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         reason = str(getattr(error, "orig", None) or error.__cause__ or error).strip().splitlines()[0]
         raise StorageError(f"cannot open storage {masked(url)}: {reason}") from None
