@@ -17,7 +17,7 @@ from transformers import DataCollatorWithPadding, EvalPrediction, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .. import __version__
-from ..artifacts import read_config, write_json
+from ..artifacts import write_json
 from ..backbone import load_backbone
 from ..classifier import Classifier, check_pooling
 from ..errors import ConfigError, DataError
@@ -94,6 +94,7 @@ def train(
 ) -> dict[str, Any]:
     """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir."""
     started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
+    reset_peak_memory()
     task = resolve_task(data_args)
     check_options(task, method_args, method_config, model_args, args)
     if args.output_dir is None:
@@ -181,12 +182,17 @@ def evaluate_artifact(
     directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None, split_name: str = "validation"
 ) -> dict[str, Any]:
     """Metrics of a saved artifact on one split of its task (default validation), or on --validation FILE."""
-    task = read_config(directory).as_task()
+    return evaluate_classifier(Classifier.from_pretrained(directory, device=device), data_args, batch_size, split_name)
+
+
+def evaluate_classifier(
+    classifier: Classifier, data_args: DataArguments, batch_size: int = 64, split_name: str = "validation"
+) -> dict[str, Any]:
+    task = classifier.classifier_config.as_task()
     if task.name in TASKS and data_args.validation is None:
         task = replace(get_task(task.name), label_names=task.label_names)
     split = load_split(task, split_name, data_dir=data_args.data, file=data_args.validation)
     split = subsample(split, data_args.max_eval_samples, seed=0)
-    classifier = Classifier.from_pretrained(directory, device=device)
     logits = classifier.predict_logits(split.texts, batch_size).numpy()
     predictions = predictions_from_logits(logits, task.is_regression)
     labels = np.asarray(split.labels)
@@ -202,10 +208,26 @@ def tokens_per_second(dataset, metrics: dict[str, float], args: TrainingArgument
     return sum(dataset["length"]) * args.num_train_epochs / metrics["train_runtime"]
 
 
+def reset_peak_memory() -> None:
+    """Start the run's peak memory from now, so runs in one worker process do not inherit each other's peaks."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak resident set size (VmHWM)
+    except OSError:
+        pass
+
+
 def peak_memory_bytes() -> int:
+    """Peak GPU memory allocated, or on CPU the peak resident set size, since `reset_peak_memory`."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def package_versions() -> dict[str, str]:
