@@ -1,4 +1,4 @@
-"""`suffixtune train | eval | predict | serve | sweep`: the train flags are the fields of the argument dataclasses."""
+"""`suffixtune train | eval | predict | serve | sweep | results | report | inspect`; train flags are dataclass fields."""
 
 from __future__ import annotations
 
@@ -163,6 +163,77 @@ def run_sweep(argv: list[str]) -> int:
     return 0
 
 
+def run_report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suffixtune report", description="Tables, figures and an HTML page from a sweep's runs.")
+    parser.add_argument("--storage", required=True, help="Storage URL, or a sweep directory or sweep.db (SQLite).")
+    parser.add_argument("--out", required=True, help="Directory for tables.md/.tex, figures/, runs.csv, report.md, index.html.")
+    parser.add_argument("--study", help="One study of the storage (default: all).")
+    parser.add_argument("--metric", help="Metric of the tables and figures (default: the tasks' main metric).")
+    parser.add_argument("--no-inspect", action="store_true", help="Leave out prompt inspection.")
+    parser.add_argument("--no-nearest-token-eval", action="store_true",
+                        help="Inspect prompts without evaluating their nearest-token versions (which reads the dev set).")
+    options = parser.parse_args(argv)
+    from .report import build_report
+
+    report = build_report(options.storage, options.out, options.study, options.metric, not options.no_inspect,
+                          not options.no_nearest_token_eval)
+    print(json.dumps({"out": str(report.out), "runs": len(report.runs), "metric": report.metric,
+                      "figures": len(report.figures), "inspected": len(report.inspections)}))
+    return 0
+
+
+def run_results(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suffixtune results", description="Export a sweep's run records as CSV or Parquet.")
+    parser.add_argument("--storage", required=True, help="Storage URL, or a sweep directory or sweep.db (SQLite).")
+    parser.add_argument("--out", required=True, help="FILE.csv or FILE.parquet.")
+    parser.add_argument("--study", help="One study of the storage (default: all).")
+    parser.add_argument("--per-epoch", "--per_epoch", action="store_true", help="One row per run and evaluation.")
+    options = parser.parse_args(argv)
+    from . import results
+
+    frame = results.load(options.storage, options.study, options.per_epoch)
+    path = results.export(frame, options.out)
+    print(json.dumps({"out": str(path), "rows": len(frame)}))
+    return 0
+
+
+def run_inspect(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suffixtune inspect", description="Nearest vocabulary tokens of a trained soft prompt.")
+    parser.add_argument("artifact", help="Directory of a suffix or prefix run.")
+    parser.add_argument("--compare", metavar="DIR2", help="Another run's prompt: prompt-to-prompt cosine similarity.")
+    parser.add_argument("--data", help="Task data directory: also score the prompt made of the nearest tokens.")
+    parser.add_argument("--validation", help="Evaluation file instead of --data's validation split.")
+    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
+    parser.add_argument("--top-k", "--top_k", type=int, default=5, help="Nearest tokens shown per prompt vector.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    options = parser.parse_args(argv)
+    from .inspection import compare_prompts, inspect_prompt
+
+    data = None
+    if options.data or options.validation:
+        data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
+    inspection = inspect_prompt(options.artifact, data, options.top_k, default_device(options.device))
+    comparison = compare_prompts(options.artifact, options.compare) if options.compare else None
+    if options.json:
+        print(json.dumps({**inspection.to_dict(), **({"compare": comparison} if comparison else {})}))
+        return 0
+    print(f"{options.artifact}: {inspection.method} prompt, {len(inspection.nearest)} vectors")
+    for position, tokens in enumerate(inspection.nearest):
+        print(f"  {position:3d}  " + "  ".join(f"{t['token']!r} {t['cosine']:.3f}" for t in tokens))
+    print(f"nearest-token prompt: {inspection.nearest_prompt!r}")
+    if inspection.soft_metrics:
+        metrics = [k for k in inspection.soft_metrics if k not in ("task", "source", "rows", "failure")]
+        for name in metrics:
+            print(f"{name}: soft prompt {inspection.soft_metrics[name]:.4f}, nearest tokens "
+                  f"{inspection.hard_metrics[name]:.4f} ({inspection.hard_metrics[name] - inspection.soft_metrics[name]:+.4f})")
+    if comparison:
+        print(f"vs {options.compare}: mean-vector cosine {comparison['mean_vector_cosine']:.3f}, "
+              f"best-match cosine {comparison['best_match_cosine']:.3f}, same-position cosine "
+              + " ".join(f"{v:.2f}" for v in comparison["same_position_cosine"]))
+    return 0
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR", help="Directories written by `suffixtune train`; "
                         "each task is named by its task unless NAME= is given.")
@@ -212,7 +283,10 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve, "sweep": run_sweep}
+COMMANDS = {
+    "train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve, "sweep": run_sweep,
+    "results": run_results, "report": run_report, "inspect": run_inspect,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .tables import METHOD_ORDER  # noqa: E402
 
@@ -39,6 +40,7 @@ def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
             axis.plot(curve.index, curve.values, marker="o", color=COLORS.get(method), alpha=shade,
                       label=f"{method} P={int(length)}")
         axis.set(title=model, xlabel="epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
     axes[0].set_ylabel(metric)

@@ -1,0 +1,105 @@
+"""Reports from stored runs: tables with the true best in bold, figures in PNG and SVG, and an HTML page Chromium renders."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import textwrap
+
+import pandas as pd
+import pytest
+
+from conftest import write_toy_csv
+from suffixtune import results
+from suffixtune.cli import main
+from suffixtune.report.tables import summary_table
+
+
+def test_summary_table_means_stds_and_bolds_the_best_of_each_column():
+    frame = pd.DataFrame({
+        "method": ["suffix", "suffix", "prefix", "prefix", "head", "suffix"],
+        "prompt_length": [5, 5, 5, 5, None, 5],
+        "model": ["gpt2", "gpt2", "gpt2", "gpt2", "gpt2", "gpt2-medium"],
+        "task": ["sst2"] * 6,
+        "accuracy": [0.80, 0.90, 0.86, 0.86, 0.87, 0.70],
+    })
+    table = summary_table(frame, "accuracy")
+    assert table.column_key == "model" and table.columns == ["gpt2", "gpt2-medium"]
+    assert table.rows == [("suffix", "5"), ("prefix", "5"), ("head", "–")]
+    markdown = table.to_markdown().splitlines()
+    assert markdown[2] == "| suffix | 5 | 0.850 ± 0.071 | **0.700** |"
+    assert markdown[3] == "| prefix | 5 | 0.860 ± 0.000 |  |"
+    assert markdown[4] == "| head | – | **0.870** |  |"  # 0.870 beats the suffix mean 0.850 although one suffix seed is higher
+    latex = table.to_latex()
+    assert "head & – & \\textbf{0.870} &  \\\\" in latex and "0.850 $\\pm$ 0.071" in latex
+
+
+@pytest.fixture(scope="module")
+def sweep_storage(tmp_path_factory, tiny_model_dir):
+    directory = tmp_path_factory.mktemp("report-sweep")
+    write_toy_csv(directory / "train.csv", rows=48, seed=0)
+    write_toy_csv(directory / "validation.csv", rows=24, seed=1)
+    sweep = directory / "sweep.yaml"
+    sweep.write_text(textwrap.dedent(f"""\
+        name: report
+        fixed: {{model: {tiny_model_dir}, train: {directory / 'train.csv'}, validation: {directory / 'validation.csv'},
+                text_column: text, num_train_epochs: 2, per_device_train_batch_size: 16, disable_tqdm: true}}
+        grid:
+          method: [suffix, prefix, head]
+          prompt_length: [1, 3]
+          seed: [0, 1]
+        """))
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(directory / "out")]) == 0
+    return directory / "out"
+
+
+@pytest.mark.slow
+def test_report_from_stored_runs(sweep_storage, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", "--storage", str(sweep_storage), "--out", str(out)]) == 0
+    frame = results.load(sweep_storage)
+    assert len(frame) == 10  # suffix and prefix × 2 lengths × 2 seeds, head × 2 seeds
+
+    means = frame.assign(p=frame["prompt_length"].fillna(0)).groupby(["method", "p"])["accuracy"].mean()
+    bold = [line for line in (out / "tables.md").read_text().splitlines() if "**" in line]
+    best = means[means == means.max()]
+    assert len(bold) == len(best)
+    for line in bold:
+        method, length = [cell.strip() for cell in line.strip("|").split("|")][:2]
+        assert (method, 0 if length == "–" else int(length)) in best.index
+        assert f"**{means.max():.3f}" in line
+    assert (out / "tables.tex").read_text().count("\\textbf") == len(best)
+
+    for name in ("accuracy_per_epoch", "best_vs_prompt_length", "metric_vs_parameters", "throughput_and_memory"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in (out / "figures" / f"{name}.svg").read_bytes()[:1000]
+    report_md = (out / "report.md").read_text()
+    assert "Prompt inspection" in report_md and "Prompt similarity between seeds" in report_md
+    assert pd.read_csv(out / "runs.csv")["run_id"].nunique() == 10
+
+    html = (out / "index.html").read_text()
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing to fetch: the page works offline
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("Chromium not found; `apt-get install chromium` runs the browser check of index.html")
+    probe = ("<script>addEventListener('load', () => { const images = [...document.images]; document.title = "
+             "'loaded ' + images.filter(i => i.complete && i.naturalWidth > 0).length + ' of ' + images.length; });</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe + "</body>"))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          "--virtual-time-budget=10000", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "<title>loaded 4 of 4</title>" in dom
+
+
+@pytest.mark.slow
+def test_results_export_round_trips_through_csv_and_parquet(sweep_storage, tmp_path):
+    for suffix in ("csv", "parquet"):
+        assert main(["results", "--storage", str(sweep_storage), "--out", str(tmp_path / f"runs.{suffix}")]) == 0
+    from_csv, from_parquet = pd.read_csv(tmp_path / "runs.csv"), pd.read_parquet(tmp_path / "runs.parquet")
+    stored = results.load(sweep_storage).sort_values("run_id")
+    for exported in (from_csv, from_parquet):
+        exported = exported.sort_values("run_id")
+        assert list(exported["run_id"]) == list(stored["run_id"])
+        assert exported["accuracy"].tolist() == pytest.approx(stored["accuracy"].tolist())
+    assert main(["results", "--storage", str(sweep_storage), "--out", str(tmp_path / "runs.xlsx")]) == 2
