@@ -109,6 +109,23 @@ def test_a_killed_worker_loses_only_its_run_which_the_next_worker_retries(tmp_pa
     assert_each_run_done_once(sweep, url, output)
 
 
+def test_a_learning_rate_search_draws_each_trial_from_its_cell_and_reports_the_best(tmp_path, tiny_model_dir):
+    sweep = write_sweep(tmp_path, tiny_model_dir, methods=("suffix",))
+    sweep.write_text(sweep.read_text().replace("prompt_length: [1, 3]", "prompt_length: [2]")
+                     + "search:\n  sampler: random\n  trials: 3\n  space:\n    learning_rate: {low: 0.0001, high: 0.3, log: true}\n")
+    output, url = tmp_path / "out", f"sqlite:///{tmp_path / 'sweep.db'}"
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", url]) == 0
+    frame = results.load(url)
+    assert len(frame) == 3 and frame["cell_id"].nunique() == 1 and sorted(frame["slot"]) == [0, 1, 2]
+    assert frame["learning_rate"].nunique() == 3 and frame["learning_rate"].between(1e-4, 0.3).all()
+    for _, run in frame.iterrows():  # the drawn value is the one the run trained with
+        assert run["record"]["config"]["training"]["learning_rate"] == run["learning_rate"]
+    best = results.best_per_cell(frame, "accuracy")
+    assert len(best) == 1 and best["accuracy"].iloc[0] == frame["accuracy"].max()
+    assert main(["report", "--storage", url, "--out", str(tmp_path / "report"), "--no-inspect"]) == 0
+    assert "its best of 3 runs" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_an_unreachable_storage_fails_fast_naming_it_without_the_password(tmp_path, tiny_model_dir):
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

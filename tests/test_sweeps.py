@@ -67,6 +67,14 @@ MISTAKES = {
                                   r"sweep.yaml:3: run method=suffix,prompt_length=five: argument --prompt_length.*invalid int value: 'five'"),
     "bad override": ("overrides:\n  - when: {method: head}\n    put: {seed: 1}\n", r"sweep.yaml:2: each override is \{when"),
     "not YAML": ("grid: [a\n", r"sweep.yaml:2: not valid YAML"),
+    "unknown sampler": ("search:\n  sampler: bayes\n  space: {learning_rate: {low: 0.001, high: 0.1}}\n",
+                        r"sweep.yaml:2: unknown sampler 'bayes'; choose from \['qmc', 'random', 'tpe'\]"),
+    "log range from zero": ("search:\n  space:\n    learning_rate: {low: 0, high: 0.1, log: true}\n",
+                            r"sweep.yaml:3: learning_rate: need 0 < low < high for a log range"),
+    "searched and in the grid": ("grid:\n  learning_rate: [0.01]\nsearch:\n  space:\n    learning_rate: {low: 0.001, high: 0.1}\n",
+                                 r"sweep.yaml:5: learning_rate is both in the grid and searched"),
+    "unknown searched setting": ("search:\n  space:\n    learnig_rate: {low: 0.001, high: 0.1}\n",
+                                 r"sweep.yaml:3: unknown setting 'learnig_rate' \(did you mean 'learning_rate'\?\)"),
 }
 
 

@@ -142,6 +142,9 @@ def run_sweep(argv: list[str]) -> int:
         merged = sweep.cells - len(runs)
         print(f"sweep {sweep.name!r}: {len(runs)} runs from {sweep.cells} grid cells"
               + (f" ({merged} merged: an option that does not apply to their method left them identical)" if merged else ""))
+        if sweep.search:
+            print(f"each run {sweep.search.trials} times, a {sweep.search.sampler} sampler drawing "
+                  f"{', '.join(sweep.search.space)} from the finished runs of its grid cell")
         for planned in runs:
             print(f"{planned.run_id}  {planned.name}  suffixtune train {' '.join(planned.to_argv())}")
         return 0

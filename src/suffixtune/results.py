@@ -56,9 +56,9 @@ def load(storage: str | os.PathLike, study: str | None = None, per_epoch: bool =
 
 def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
     settings = record.get("settings", {})
-    row = {"study": study, "run_id": record["run_id"], "name": record["name"], "status": record["status"],
-           "failure": record.get("failure")}
-    row |= {key: settings.get(key, record.get(key)) for key in SETTING_COLUMNS}
+    row = {"study": study, "run_id": record["run_id"], "cell_id": record.get("cell_id", record["run_id"]),
+           "slot": record.get("slot"), "name": record["name"], "status": record["status"], "failure": record.get("failure")}
+    row |= {key: settings.get(key, resolved_setting(record, key)) for key in SETTING_COLUMNS}
     row |= {key: value for key, value in settings.items() if key not in row}
     row |= {key.removeprefix("eval_"): value for key, value in record["eval"].items()}
     row |= {key: record.get(key) for key in ("trainable_parameters", "total_parameters", "train_rows", "eval_rows",
@@ -67,6 +67,24 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
     versions = record.get("versions", {})
     row |= {"commit": versions.get("suffixtune_commit"), "versions": versions, "record": record}
     return row
+
+
+def resolved_setting(record: dict[str, Any], key: str) -> Any:
+    """A setting the sweep left at its default, as the run resolved it (learning_rate, prompt_length, ...)."""
+    config = record.get("config", {})
+    if key == "prompt_length":
+        return config.get("method_config", {}).get(key)
+    for section in ("model", "data", "method", "training"):
+        if key in config.get(section, {}):
+            return config[section][key]
+    return record.get(key)
+
+
+def best_per_cell(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The best run of each grid cell by `metric`: what a search selects on the evaluation split."""
+    if frame.empty or frame["slot"].isna().all():
+        return frame
+    return frame.loc[frame.groupby(["study", "cell_id"])[metric].idxmax()].reset_index(drop=True)
 
 
 def epoch_rows(study: str, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ class Report:
     runs: pd.DataFrame
     tables: list[SummaryTable]
     figures: dict[str, str]  # name: caption, each saved as NAME.png and NAME.svg
+    searched_runs: int | None = None  # with a search: the runs the best of each cell was chosen from
     inspections: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,10 +47,14 @@ def build_report(
     frame = results.load(storage, study)
     if frame.empty:
         raise ConfigError(f"{storage}: no finished runs to report on yet")
-    epochs = results.load(storage, study, per_epoch=True)
     metric = metric or main_metric(frame)
     if metric not in frame:
         raise ConfigError(f"metric {metric!r} is not in the runs' records; they have {sorted(metric_columns(frame))}")
+    searched = len(frame)
+    frame = results.best_per_cell(frame, metric)
+    searched = searched if searched > len(frame) else None
+    epochs = results.load(storage, study, per_epoch=True)
+    epochs = epochs[epochs["run_id"].isin(frame["run_id"])]
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = [summary_table(frame, metric)]
@@ -64,7 +69,7 @@ def build_report(
     for name, figure in figures.items():
         for suffix in ("png", "svg"):
             atomic_write(out / "figures" / f"{name}.{suffix}", lambda path, f=figure, s=suffix: f.savefig(path, format=s, dpi=150))
-    report = Report(out, metric, frame, tables, {name: FIGURES[name] for name in figures})
+    report = Report(out, metric, frame, tables, {name: FIGURES[name] for name in figures}, searched_runs=searched)
     if inspect:
         report.inspections, report.comparisons = inspect_best_prompts(frame, metric, evaluate_nearest_tokens)
     write_text(out / "tables.md", "\n".join(f"### {table.metric} by {table.column_key}\n\n{table.to_markdown()}" for table in tables))
@@ -121,6 +126,9 @@ def render_markdown(report: Report) -> str:
     lines = [f"# Sweep report: {', '.join(sorted(frame['study'].unique()))}", "",
              f"{len(frame)} finished runs; metric: {report.metric} on each task's evaluation split "
              f"({int(frame['eval_rows'].max())} rows at most). Mean ± std over seeds; the best of each column is bold.", ""]
+    if report.searched_runs:
+        lines += [f"Each grid cell's searched settings: its best of {report.searched_runs} runs in all, chosen by "
+                  f"{report.metric} on the evaluation split (an optimistic, selected-on-dev figure).", ""]
     for table in report.tables:
         lines += [f"## {report.metric} by method × prompt length and {table.column_key}", "", table.to_markdown()]
     for name, caption in report.figures.items():

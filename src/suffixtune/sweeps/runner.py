@@ -33,23 +33,33 @@ from optuna.trial import TrialState
 
 from ..errors import ConfigError
 from ..training import RunFailed, train, train_parser
-from .spec import PlannedRun, Sweep
+from .spec import PlannedRun, Search, Sweep
 
 logger = logging.getLogger(__name__)
 
-RECORD_ATTR, RUN_ATTR = "record", "run_id"
+RECORD_ATTR, RUN_ATTR, SLOT_ATTR = "record", "run_id", "slot"
 PLANNED_ATTR = "suffixtune:planned_runs"
 
 
-def run_directory(output_dir: str | os.PathLike, run: PlannedRun) -> Path:
-    """`output_dir/runs/<name>-<id>`: readable, and unique even where names collide."""
+def run_directory(output_dir: str | os.PathLike, run: PlannedRun, slot: int | None = None) -> Path:
+    """`output_dir/runs/<name>-<id>[-<search slot>]`: readable, and unique even where names collide."""
     slug = run.name.replace(",", "_").replace("=", "-").replace("/", "-") or "run"
-    return Path(output_dir) / "runs" / f"{slug}-{run.run_id}"
+    return Path(output_dir) / "runs" / (f"{slug}-{run.run_id}" + ("" if slot is None else f"-{slot}"))
+
+
+def planned_units(sweep: Sweep) -> list[tuple[PlannedRun, int | None]]:
+    """Each run, or with a search each run's `trials` slots, in order."""
+    slots = range(sweep.search.trials) if sweep.search else [None]
+    return [(run, slot) for run in sweep.runs() for slot in slots]
+
+
+def unit_key(run: PlannedRun, slot: int | None) -> str:
+    return run.run_id if slot is None else f"{run.run_id}-{slot}"
 
 
 def prepare_study(sweep: Sweep, storage: RDBStorage, wait_s: float = 60.0) -> optuna.Study:
     """Create the sweep's study with one WAITING trial per run, or load it; the creator alone enqueues."""
-    runs = sweep.runs()
+    units = planned_units(sweep)
     try:
         storage.create_new_study([StudyDirection.MAXIMIZE], sweep.name)
         created = True
@@ -58,18 +68,18 @@ def prepare_study(sweep: Sweep, storage: RDBStorage, wait_s: float = 60.0) -> op
     study = optuna.load_study(study_name=sweep.name, storage=storage)
     study_id = storage.get_study_id_from_name(sweep.name)
     if created:
-        for run in runs:
-            study.enqueue_trial({}, user_attrs={RUN_ATTR: run.run_id, "name": run.name, "settings": dict(run.settings)})
-        storage.set_study_system_attr(study_id, PLANNED_ATTR, [run.run_id for run in runs])
+        for run, slot in units:
+            study.enqueue_trial({}, user_attrs={RUN_ATTR: run.run_id, SLOT_ATTR: slot, "name": run.name})
+        storage.set_study_system_attr(study_id, PLANNED_ATTR, [unit_key(*unit) for unit in units])
     deadline = time.monotonic() + wait_s
     while (planned := storage.get_study_system_attrs(study_id).get(PLANNED_ATTR)) is None:
         if time.monotonic() > deadline:
             raise ConfigError(f"study {sweep.name!r} exists but its runs were never enqueued (its creator stopped "
                               "while enqueueing); delete the study (optuna delete-study) and start again")
         time.sleep(0.5)
-    if set(planned) != {run.run_id for run in runs}:
+    if set(planned) != {unit_key(*unit) for unit in units}:
         raise ConfigError(f"{sweep.source}: the sweep plans other runs than study {sweep.name!r} in this storage "
-                          f"({len(runs)} now, {len(planned)} when it started); give the changed sweep a new name")
+                          f"({len(units)} now, {len(planned)} when it started); give the changed sweep a new name")
     return study
 
 
@@ -123,11 +133,14 @@ def work(sweep: Sweep, storage: RDBStorage, output_dir: str | os.PathLike, poll_
                 return done
             time.sleep(poll_s)  # others are running; one of them may die and its run come back
             continue
-        run = runs[storage.get_trial(trial_id).user_attrs[RUN_ATTR]]
+        claimed = storage.get_trial(trial_id)
+        run, slot = runs[claimed.user_attrs[RUN_ATTR]], claimed.user_attrs.get(SLOT_ATTR)
         storage.set_trial_user_attr(trial_id, "worker", worker)
-        logger.info("%s: run %s (%s) started", worker, run.run_id, run.name)
+        if sweep.search:
+            run = run.with_settings(claimed.params or draw(study, storage, trial_id, run.run_id, sweep.search))
+        logger.info("%s: run %s (%s) started", worker, unit_key(run, slot), run.name)
         with heartbeat(storage, trial_id):
-            state, value, record = do_run(run, run_directory(output_dir, run))
+            state, value, record = do_run(run, slot, run_directory(output_dir, run, slot))
         try:
             storage.set_trial_user_attr(trial_id, RECORD_ATTR, record)
             storage.set_trial_state_values(trial_id, state, None if value is None else [value])
@@ -135,10 +148,27 @@ def work(sweep: Sweep, storage: RDBStorage, output_dir: str | os.PathLike, poll_
             logger.warning("%s: run %s was failed as stale while it ran; its retry keeps its directory", worker, run.run_id)
             continue
         done += 1
-        logger.info("%s: run %s %s%s", worker, run.run_id, state.name.lower(), "" if value is None else f" ({value:.4f})")
+        logger.info("%s: run %s %s%s", worker, unit_key(run, slot), state.name.lower(), "" if value is None else f" ({value:.4f})")
 
 
-def do_run(run: PlannedRun, directory: Path) -> tuple[TrialState, float | None, dict[str, Any]]:
+def draw(study: optuna.Study, storage: RDBStorage, trial_id: int, run_id: str, search: Search) -> dict[str, Any]:
+    """The search's settings for this trial, drawn by its sampler from the finished trials of the same grid cell.
+
+    The draw is stored as the trial's params, so a retry of the trial trains with the same values.
+    """
+    distributions = search.distributions()
+    history = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if trial.user_attrs.get(RUN_ATTR) == run_id and trial.params]
+    number = storage.get_trial(trial_id).number
+    cell = optuna.create_study(direction="maximize", sampler=search.make_sampler(seed=number))
+    cell.add_trials(history)
+    drawn = cell.ask(distributions).params
+    for name, distribution in distributions.items():
+        storage.set_trial_param(trial_id, name, distribution.to_internal_repr(drawn[name]), distribution)
+    return drawn
+
+
+def do_run(run: PlannedRun, slot: int | None, directory: Path) -> tuple[TrialState, float | None, dict[str, Any]]:
     """Train the run in this process (resuming from its last checkpoint), or take the record it already wrote."""
     record_path = directory / "metrics.json"
     if record_path.is_file():
@@ -154,7 +184,8 @@ def do_run(run: PlannedRun, directory: Path) -> tuple[TrialState, float | None, 
         except Exception as error:
             logger.exception("run %s failed", run.run_id)
             return TrialState.FAIL, None, {"status": "error", "failure": f"{type(error).__name__}: {error}"}
-    record = {**record, "run_id": run.run_id, "name": run.name, "settings": dict(run.settings), "directory": str(directory)}
+    record = {**record, "run_id": unit_key(run, slot), "cell_id": run.run_id, "slot": slot, "name": run.name,
+              "settings": dict(run.settings), "directory": str(directory)}
     return TrialState.COMPLETE, main_metric(record), record
 
 

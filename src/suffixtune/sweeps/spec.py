@@ -9,6 +9,11 @@
     overrides:
       - when: {method: head}
         set: {learning_rate: 1e-2}
+    search:                      # optional: an Optuna sampler draws these settings, `trials` times per grid cell
+      sampler: tpe               # tpe, random or qmc
+      trials: 8
+      space:
+        learning_rate: {low: 1e-4, high: 1e-1, log: true}
 
 Every setting is a `suffixtune train` flag. A method's own option (prompt_length, lora_r, blocks, ...) is left
 out of the runs of methods without it, and the runs that become identical are done once.
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import yaml
 
 from ..errors import ConfigError
@@ -36,7 +42,12 @@ from ..methods import METHODS
 from ..tasks import TASKS
 from ..training.arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments, train_parser
 
-SECTIONS = ("name", "fixed", "grid", "overrides")
+SECTIONS = ("name", "fixed", "grid", "overrides", "search")
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed, scramble=True),
+}
 SET_BY_SWEEP = {"output_dir": "each run's directory is set by the sweep"}
 RUN_SETTINGS = {f.name for cls in (ModelArguments, DataArguments, MethodArguments, TrainingArguments) for f in dataclasses.fields(cls)}
 METHOD_OPTIONS = {name: {f.name for f in dataclasses.fields(cls.config_class)} for name, cls in METHODS.items()}
@@ -49,6 +60,7 @@ class PlannedRun:
 
     settings: Mapping[str, Any]
     varied: tuple[str, ...]  # the grid keys, for the run's name
+    cell_id: str | None = None  # set on runs a search derived from a grid cell
 
     @property
     def name(self) -> str:
@@ -56,7 +68,13 @@ class PlannedRun:
 
     @property
     def run_id(self) -> str:
+        if self.cell_id is not None:
+            return self.cell_id
         return hashlib.blake2b(json.dumps(self.settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
+
+    def with_settings(self, settings: Mapping[str, Any]) -> PlannedRun:
+        """This run with `settings` (drawn by a search) added; its name and id stay those of its grid cell."""
+        return PlannedRun({**self.settings, **settings}, self.varied, self.run_id)
 
     def to_argv(self) -> list[str]:
         """The settings as `suffixtune train` flags."""
@@ -67,13 +85,41 @@ class PlannedRun:
         return argv
 
 
+@dataclass(frozen=True)
+class Search:
+    """Settings an Optuna sampler draws for each of a grid cell's `trials` runs, from that cell's finished runs."""
+
+    sampler: str
+    trials: int
+    space: Mapping[str, Mapping[str, Any]]  # name: {low, high, log} or {choices: [...]}
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        made = {}
+        for name, spec in self.space.items():
+            if "choices" in spec:
+                made[name] = optuna.distributions.CategoricalDistribution(spec["choices"])
+            elif all(isinstance(spec[bound], int) for bound in ("low", "high")):
+                made[name] = optuna.distributions.IntDistribution(spec["low"], spec["high"], log=spec.get("log", False))
+            else:
+                made[name] = optuna.distributions.FloatDistribution(float(spec["low"]), float(spec["high"]), log=spec.get("log", False))
+        return made
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return SAMPLERS[self.sampler](seed)
+
+
 @dataclass
 class Sweep:
     name: str
     fixed: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     overrides: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    search: Search | None = None
     source: str = ""
+
+    @property
+    def trials_per_run(self) -> int:
+        return self.search.trials if self.search else 1
 
     @property
     def cells(self) -> int:
@@ -135,7 +181,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             check.mapping(override[part], (*where, part))
             for key, value in override[part].items():
                 check.setting(key, value, (*where, part, key))
-    sweep = Sweep(name=str(data.get("name") or path.stem), fixed=fixed, grid=grid, overrides=overrides, source=str(path))
+    search = check.search(data["search"], grid) if data.get("search") is not None else None
+    sweep = Sweep(name=str(data.get("name") or path.stem), fixed=fixed, grid=grid, overrides=overrides, search=search,
+                  source=str(path))
     check.options_apply(sweep)
     check.runs_parse(sweep)
     return sweep
@@ -168,6 +216,28 @@ class Checker:
         if key == "task":
             self.known(value, TASKS, where, "task")
 
+    def search(self, search: Any, grid: dict[str, list]) -> Search:
+        if not isinstance(search, dict) or set(search) - {"sampler", "trials", "space"} or "space" not in search:
+            raise self.error(("search",), "search is {sampler: tpe|random|qmc, trials: N, space: {setting: {low, high, log}}}")
+        sampler, trials = search.get("sampler", "tpe"), search.get("trials", 8)
+        self.known(sampler, SAMPLERS, ("search", "sampler"), "sampler")
+        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+            raise self.error(("search", "trials"), f"search.trials must be a whole number of runs per grid cell, got {trials!r}")
+        self.mapping(search["space"], ("search", "space"))
+        for name, spec in search["space"].items():
+            where = ("search", "space", name)
+            self.setting(name, None, where)
+            if name in grid:
+                raise self.error(where, f"{name} is both in the grid and searched; keep it in one of them")
+            ranged = isinstance(spec, dict) and {"low", "high"} <= set(spec) <= {"low", "high", "log"}
+            ranged = ranged and all(isinstance(spec[b], int | float) and not isinstance(spec[b], bool) for b in ("low", "high"))
+            listed = isinstance(spec, dict) and set(spec) == {"choices"} and isinstance(spec["choices"], list) and spec["choices"]
+            if not (ranged or listed):
+                raise self.error(where, f"search space of {name} is {{low: L, high: H, log: true|false}} or {{choices: [a, b]}}")
+            if ranged and (spec["low"] >= spec["high"] or (spec.get("log") and spec["low"] <= 0)):
+                raise self.error(where, f"{name}: need 0 < low < high for a log range, low < high otherwise")
+        return Search(sampler, trials, search["space"])
+
     def options_apply(self, sweep: Sweep) -> None:
         """A method's own option must belong to a method the sweep runs."""
         methods = set(sweep.grid.get("method", [sweep.fixed.get("method", MethodArguments.method)]))
@@ -181,10 +251,12 @@ class Checker:
 
     def runs_parse(self, sweep: Sweep) -> None:
         """Each run's flags must parse as `suffixtune train` would parse them, so no run fails on a typo later."""
+        searched = {name: spec["choices"][0] if "choices" in spec else spec["low"]
+                    for name, spec in (sweep.search.space.items() if sweep.search else ())}
         for run in sweep.runs():
             try:
                 train_parser(run.settings.get("method", MethodArguments.method), exit_on_error=False).parse_args_into_dataclasses(
-                    run.to_argv()
+                    run.with_settings(searched).to_argv()
                 )
             except (argparse.ArgumentError, ValueError, ConfigError) as error:
                 flag = getattr(error, "argument_name", None) or ""
