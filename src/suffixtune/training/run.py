@@ -144,7 +144,6 @@ def train(
     metrics, predictions, labels = recorder.results[final_step]
     failure = divergence.failure or collapse_reason(predictions, labels, task.label_names)
 
-    classifier.save_pretrained(args.output_dir)
     record = {
         "status": "failed" if failure else "ok",
         "failure": failure,
@@ -165,6 +164,7 @@ def train(
         "wall_time_s": time.perf_counter() - started,
         "peak_memory_bytes": peak_memory_bytes(),
         "seed": args.seed,
+        "processes": args.world_size,
         "config": {
             "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
             "method_config": method_config.to_dict(), "training": args.to_dict(),
@@ -172,7 +172,9 @@ def train(
         },
         "versions": versions,
     }
-    write_json(record, Path(args.output_dir) / "metrics.json")
+    if trainer.is_world_process_zero():  # under torchrun / accelerate launch, one process writes
+        classifier.save_pretrained(args.output_dir)
+        write_json(record, Path(args.output_dir) / "metrics.json")
     if failure:
         raise RunFailed(f"{args.output_dir}: run failed: {failure}")
     return record
