@@ -62,9 +62,12 @@ def nearest_tokens(classifier: Classifier, prompt: torch.Tensor, top_k: int = 5)
 
 def inspect_prompt(
     directory: str | os.PathLike, data: DataArguments | None = None, top_k: int = 5, device: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = 64, soft_metrics: dict[str, Any] | None = None,
 ) -> PromptInspection:
-    """Nearest tokens of each prompt vector; with `data`, the task metric of the soft and of the nearest-token prompt."""
+    """Nearest tokens of each prompt vector; with `data`, the task metric of the soft and of the nearest-token prompt.
+
+    `soft_metrics`, when the soft prompt's metrics on the same data are known (a run's record), saves evaluating it.
+    """
     from .training.run import evaluate_classifier
 
     classifier = Classifier.from_pretrained(directory, device=device)
@@ -73,7 +76,7 @@ def inspect_prompt(
     top_ids = [position[0]["token_id"] for position in nearest]
     inspection = PromptInspection(str(directory), method.name, nearest, classifier.tokenizer.decode(top_ids))
     if data is not None:
-        inspection.soft_metrics = evaluate_classifier(classifier, data, batch_size)
+        inspection.soft_metrics = soft_metrics or evaluate_classifier(classifier, data, batch_size)
         with torch.no_grad():
             embeddings = classifier.backbone.get_input_embeddings().weight
             method.prompt.copy_(embeddings[torch.tensor(top_ids, device=embeddings.device)].float())

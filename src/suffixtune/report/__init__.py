@@ -111,7 +111,8 @@ def inspect_best_prompts(frame: pd.DataFrame, metric: str, evaluate: bool) -> tu
         data_config = best["record"]["config"]["data"]
         data = DataArguments(data=data_config.get("data"), validation=data_config.get("validation"),
                              max_eval_samples=data_config.get("max_eval_samples")) if evaluate else None
-        inspection = inspect_prompt(best["directory"], data, top_k=3).to_dict()
+        evaluated = {key.removeprefix("eval_"): value for key, value in best["record"]["eval"].items()}
+        inspection = inspect_prompt(best["directory"], data, top_k=3, soft_metrics=evaluated).to_dict()
         inspections.append({"run": best["name"], "model": best["model"], "task": best["task"], **inspection})
         siblings = group[(group["prompt_length"] == best["prompt_length"]) & (group["run_id"] != best["run_id"])]
         for _, other in siblings.iterrows():
