@@ -126,6 +126,23 @@ def test_a_learning_rate_search_draws_each_trial_from_its_cell_and_reports_the_b
     assert "its best of 3 runs" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_a_run_that_raises_is_recorded_failed_and_retry_failed_runs_it_again(tmp_path, tiny_model_dir, capsys):
+    sweep = write_sweep(tmp_path, tiny_model_dir, methods=("suffix",))
+    sweep.write_text(sweep.read_text().replace("prompt_length: [1, 3]", "prompt_length: [1]"))
+    (tmp_path / "train.csv").rename(tmp_path / "train.kept")
+    output, url = tmp_path / "out", f"sqlite:///{tmp_path / 'sweep.db'}"
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", url]) == 3
+    assert "1 runs failed" in capsys.readouterr().err
+    assert list(trials_by_run(url).values()) == [[TrialState.FAIL]]
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url, heartbeat_interval=None))
+    assert "train.csv" in study.trials[0].user_attrs["record"]["failure"]
+
+    (tmp_path / "train.kept").rename(tmp_path / "train.csv")
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", url]) == 3  # failed stays failed
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", url, "--retry-failed"]) == 0
+    assert list(trials_by_run(url).values()) == [[TrialState.FAIL, TrialState.COMPLETE]]
+
+
 def test_an_unreachable_storage_fails_fast_naming_it_without_the_password(tmp_path, tiny_model_dir):
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

@@ -133,6 +133,8 @@ def run_sweep(argv: list[str]) -> int:
     run.add_argument("--heartbeat", type=int, default=30, help="Seconds between a worker's heartbeats.")
     run.add_argument("--grace-period", "--grace_period", type=int, default=120,
                      help="Seconds without a heartbeat after which a run counts as lost and is retried.")
+    run.add_argument("--retry-failed", "--retry_failed", action="store_true",
+                     help="Run again the runs that raised an error (from one worker, before starting others).")
     options = parser.parse_args(argv)
     from .sweeps import load_sweep
 
@@ -148,22 +150,31 @@ def run_sweep(argv: list[str]) -> int:
         for planned in runs:
             print(f"{planned.run_id}  {planned.name}  suffixtune train {' '.join(planned.to_argv())}")
         return 0
-    from .sweeps.runner import launch_workers, prepare_study, work
+    from .sweeps.runner import launch_workers, prepare_study, retry_failed, unfinished_units, work
     from .sweeps.storage import default_storage_url, masked, open_storage
 
     output_dir = Path(options.output_dir or Path("sweeps") / sweep.name)
     output_dir.mkdir(parents=True, exist_ok=True)
     url = options.storage or default_storage_url(output_dir)
     storage = open_storage(url, options.heartbeat, options.grace_period)
+    study = prepare_study(sweep, storage)
+    if options.retry_failed:
+        print(f"enqueued again: {retry_failed(study)} failed runs", file=sys.stderr)
     if options.workers > 1:
-        prepare_study(sweep, storage)
-        return launch_workers([options.file, "--output-dir", str(output_dir), "--storage", url,
-                               "--heartbeat", str(options.heartbeat), "--grace-period", str(options.grace_period)],
-                              options.workers)
-    logging.getLogger("suffixtune.sweeps").setLevel(logging.INFO)
-    done = work(sweep, storage, output_dir)
-    print(json.dumps({"sweep": sweep.name, "storage": masked(url), "runs_done_here": done, "runs": len(runs)}))
-    return 0
+        launch_workers([options.file, "--output-dir", str(output_dir), "--storage", url,
+                        "--heartbeat", str(options.heartbeat), "--grace-period", str(options.grace_period)],
+                       options.workers)
+        done = None
+    else:
+        logging.getLogger("suffixtune.sweeps").setLevel(logging.INFO)
+        done = work(sweep, storage, output_dir)
+    failed = sorted(trial.user_attrs.get("name") or unit for unit, trial in unfinished_units(study).items())
+    print(json.dumps({"sweep": sweep.name, "storage": masked(url), "runs": len(runs) * sweep.trials_per_run,
+                      "runs_done_here": done, "failed": failed}))
+    if failed:
+        print(f"suffixtune sweep: {len(failed)} runs failed (their errors are in the storage and the log above); "
+              "`suffixtune sweep run FILE --retry-failed` runs them again", file=sys.stderr)
+    return EXIT_RUN_FAILED if failed else 0
 
 
 def run_report(argv: list[str]) -> int:

@@ -83,6 +83,25 @@ def prepare_study(sweep: Sweep, storage: RDBStorage, wait_s: float = 60.0) -> op
     return study
 
 
+def unfinished_units(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """The last trial of each unit (run or search slot) that no trial has completed and none is waiting or running."""
+    by_unit: dict[str, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        by_unit.setdefault(f"{trial.user_attrs[RUN_ATTR]}/{trial.user_attrs.get(SLOT_ATTR)}", []).append(trial)
+    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    return {unit: trials[-1] for unit, trials in by_unit.items() if not any(t.state in live for t in trials)}
+
+
+def retry_failed(study: optuna.Study) -> int:
+    """Enqueue once more every run whose trials all failed; run it from one worker, before the others start."""
+    failed = unfinished_units(study)
+    for trial in failed.values():
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                                  distributions=trial.distributions, user_attrs={
+                                                      k: v for k, v in trial.user_attrs.items() if k != RECORD_ATTR}))
+    return len(failed)
+
+
 def claim(storage: RDBStorage, study_id: int) -> int | None:
     """Move one WAITING trial to RUNNING and return its id; False from the storage means another worker took it."""
     for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
