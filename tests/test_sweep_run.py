@@ -195,6 +195,8 @@ def postgres_url():
 
 def test_workers_on_postgresql_do_every_run_once(tmp_path, tiny_model_dir, postgres_url):
     sweep, output = write_sweep(tmp_path, tiny_model_dir), tmp_path / "out"
-    workers = [subprocess.Popen(worker_command(sweep, output, postgres_url), stderr=subprocess.DEVNULL) for _ in range(2)]
-    assert [worker.wait() for worker in workers] == [0, 0]
+    workers = [subprocess.Popen(worker_command(sweep, output, postgres_url), stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    errors = [worker.communicate()[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], "\n".join(e[-2000:] for e in errors)
     assert_each_run_done_once(sweep, postgres_url, output)

@@ -70,14 +70,16 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolved_setting(record: dict[str, Any], key: str) -> Any:
-    """A setting the sweep left at its default, as the run resolved it (learning_rate, prompt_length, ...)."""
+    """A setting the sweep left at its default, as the run resolved it (task, learning_rate, prompt_length, ...)."""
+    if record.get(key) is not None:
+        return record[key]
     config = record.get("config", {})
     if key == "prompt_length":
         return config.get("method_config", {}).get(key)
     for section in ("model", "data", "method", "training"):
-        if key in config.get(section, {}):
+        if config.get(section, {}).get(key) is not None:
             return config[section][key]
-    return record.get(key)
+    return None
 
 
 def best_per_cell(frame: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -97,7 +97,7 @@ def prompt_length_label(value) -> str:
 def summary_table(frame: pd.DataFrame, metric: str, column: str | None = None) -> SummaryTable:
     """Mean ± std of `metric` over the runs (seeds) of each method × prompt length × column."""
     column = column or column_key(frame)
-    frame = frame.assign(_row_p=frame["prompt_length"].map(prompt_length_label), _column=frame[column].astype(str))
+    frame = frame.assign(_row_p=frame["prompt_length"].map(prompt_length_label), _column=frame[column].map(lambda v: "–" if pd.isna(v) else str(v)))
     grouped = frame.groupby(["method", "_row_p", "_column"])[metric].agg(["mean", "std", "count"])
     cells = {((method, p), col): Cell(row["mean"], row["std"], int(row["count"])) for (method, p, col), row in grouped.iterrows()}
     rows = sorted({row for row, _ in cells}, key=row_order)

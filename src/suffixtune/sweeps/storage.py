@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -60,13 +61,11 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                     "failed_trial_callback": retry}
+                     "heartbeat_stale_trial_callback": retry}
     logging.getLogger("optuna").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: in Optuna since 2.9
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        storage = connect(url, engine_kwargs, heartbeat)
     except ImportError as error:
         raise StorageError(f"storage {masked(url)}: its database driver is not installed ({error.__cause__ or error}); "
                            "for PostgreSQL: pip install 'suffixtune[postgres]'") from None
@@ -76,6 +75,23 @@ def open_storage(
     if dialect == "sqlite":
         serialize_sqlite_transactions(storage.engine)
     return storage
+
+
+def connect(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int = 5) -> RDBStorage:
+    """RDBStorage, tried again when workers starting together race to create its tables (PostgreSQL then refuses
+    the second CREATE TABLE with a unique violation in pg_type)."""
+
+    def create() -> RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: in Optuna since 2.9
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+    for attempt in range(attempts - 1):
+        try:
+            return create()
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.2 * (attempt + 1))
+    return create()
 
 
 def serialize_sqlite_transactions(engine: sqlalchemy.Engine) -> None:
