@@ -53,8 +53,8 @@ def build_report(
     searched = len(frame)
     frame = results.best_per_cell(frame, metric)
     searched = searched if searched > len(frame) else None
-    epochs = results.load(storage, study, per_epoch=True)
-    epochs = epochs[epochs["run_id"].isin(frame["run_id"])]
+    epochs = pd.DataFrame([row for study_name, record in zip(frame["study"], frame["record"], strict=True)
+                           for row in results.epoch_rows(study_name, record)])
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = [summary_table(frame, metric)]
@@ -69,6 +69,7 @@ def build_report(
     for name, figure in figures.items():
         for suffix in ("png", "svg"):
             atomic_write(out / "figures" / f"{name}.{suffix}", lambda path, f=figure, s=suffix: f.savefig(path, format=s, dpi=150))
+        plots.plt.close(figure)
     report = Report(out, metric, frame, tables, {name: FIGURES[name] for name in figures}, searched_runs=searched)
     if inspect:
         report.inspections, report.comparisons = inspect_best_prompts(frame, metric, evaluate_nearest_tokens)
