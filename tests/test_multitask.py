@@ -75,17 +75,18 @@ def count_calls(module):
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_shared_cache_equals_each_artifact_alone(tokenizer_dir, tmp_path, kind, padding_side):
+@pytest.mark.parametrize("text_pass", ["packed", "cached"])
+def test_shared_cache_equals_each_artifact_alone(tokenizer_dir, tmp_path, kind, padding_side, text_pass):
     _, _, paths = save_artifacts(kind, tokenizer_dir, tmp_path, SUFFIX_TASKS)
     backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
-    multitask = MultiTaskClassifier.from_pretrained(paths, backbone=backbone, tokenizer=tokenizer)
+    multitask = MultiTaskClassifier.from_pretrained(paths, backbone=backbone, tokenizer=tokenizer, text_pass=text_pass)
     assert all(info.shared_cache for info in multitask.tasks.values())
     assert [multitask.tasks[n].prompt_length for n in SUFFIX_TASKS] == [3, 7, 5, 2, 0, 0]
 
     passes = count_calls(backbone.base_model)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     logits = multitask.forward(batch.input_ids, batch.attention_mask, list(SUFFIX_TASKS))
-    assert len(passes) == 1  # the texts and every suffix together
+    assert len(passes) == {"packed": 1, "cached": 2}[text_pass]  # texts and suffixes together, or texts then suffixes
 
     results = multitask.classify(TEXTS, batch_size=3)
     for name in SUFFIX_TASKS:

@@ -126,3 +126,20 @@ def weights_hash(model: PreTrainedModel) -> str:
         digest.update(param.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
     model._suffixtune_weights_hash = digest.hexdigest()
     return model._suffixtune_weights_hash
+
+
+def kv_shape(backbone: PreTrainedModel) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dim) of the backbone's attention cache."""
+    config = backbone.config.get_text_config()
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of everything that decides token ids: vocabulary, merges or model, special tokens, normalisation."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    extra = repr((type(tokenizer).__name__, tokenizer.all_special_tokens, getattr(tokenizer, "add_prefix_space", None)))
+    return hashlib.blake2b((state + extra).encode(), digest_size=16).hexdigest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +16,23 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from . import __version__
 from .artifacts import WEIGHTS_NAME, ClassifierConfig, atomic_write, read_config, write_config
 from .backbone import load_backbone, weights_hash
-from .errors import ArtifactError, ConfigError, DataError
+from .errors import ArtifactError, ConfigError
 from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
 from .tasks import Task
+from .text_pass import (
+    TextState,
+    backbone_call,
+    check_nonempty,
+    encode_texts,
+    head_logits,
+    pool,
+    pool_positions,
+    suffix_hidden,
+)
+
+if TYPE_CHECKING:
+    from .text_cache import TextCache
 
 POOLINGS = ("last", "mean")
 
@@ -63,6 +76,8 @@ class Classifier(nn.Module):
         self.head = head
         self.tokenizer = tokenizer
         self.classifier_config = config
+        self.frozen_text = True  # False: train through one full pass, as before (for comparison)
+        self.text_cache: TextCache | None = None
 
     @classmethod
     def build(
@@ -120,25 +135,41 @@ class Classifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
     ) -> SequenceClassifierOutput:
-        embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, L, H]
-        inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
-        hidden = self.backbone.base_model(
-            inputs_embeds=inputs.inputs_embeds,
-            position_ids=inputs.position_ids,
-            past_key_values=inputs.past_key_values,
-            use_cache=False,
-        ).last_hidden_state  # [B, T, H]
-        with torch.autocast(hidden.device.type, enabled=False):
-            logits = self.head(self.pool(hidden, inputs.pool_index).float())  # [B, C] in fp32, whatever the backbone runs in
-            loss = None if labels is None else self.loss(logits, labels)
+        pooling = self.classifier_config.pooling
+        if self.runs_text_apart():  # the text without gradient (or from the text cache), then only the suffix
+            state = self.text_state(input_ids, attention_mask)
+            prompt = self.method.suffix_embeddings()
+            prompt_hidden = None if prompt is None else suffix_hidden(self.backbone, state, [prompt])[0]  # [B, P, H]
+            pooled = pool(pooling, prompt_hidden, state)
+        else:
+            embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, L, H]
+            inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
+            hidden = backbone_call(
+                self.backbone, inputs.past_key_values, inputs_embeds=inputs.inputs_embeds,
+                position_ids=inputs.position_ids, use_cache=False,
+            ).last_hidden_state  # [B, T, H]
+            pooled = pool_positions(pooling, hidden, inputs.pool_index)
+        logits = head_logits(self.head, pooled)  # [B, C] in fp32, whatever the backbone runs in
+        loss = None if labels is None else self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def pool(self, hidden: torch.Tensor, pool_index: torch.Tensor) -> torch.Tensor:
-        """[B, T, H] -> [B, H]: the last real position, or the mean over positions 0..last real one."""
-        if self.classifier_config.pooling == "last":
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), pool_index]
-        real = torch.arange(hidden.shape[1], device=hidden.device) <= pool_index[:, None]  # [B, T]
-        return (hidden.float() * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True)
+    def runs_text_apart(self) -> bool:
+        """Frozen-text path: when training (or reading the text cache) a method that adds nothing before the text.
+
+        Without gradient and without a cache, one full pass over [text | suffix] is the same work in one call.
+        Activation checkpointing drops the cache the suffix attends to; it keeps the full pass (and is not needed
+        here: only the P suffix positions keep activations for backward).
+        """
+        return (
+            self.frozen_text and self.method.shares_text_cache and not self.backbone.is_gradient_checkpointing
+            and (torch.is_grad_enabled() or self.text_cache is not None)
+        )
+
+    def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
+        keep_cache = self.method.suffix_embeddings() is not None
+        if self.text_cache is not None:
+            return self.text_cache.text_state(self.backbone, input_ids, attention_mask, keep_cache)
+        return encode_texts(self.backbone, input_ids, attention_mask, keep_cache)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier_config.label_names is None:
@@ -208,9 +239,7 @@ class Classifier(nn.Module):
         self.eval()
         encoded = self.tokenizer(texts, add_special_tokens=True).input_ids
         encoded = [row[: self.classifier_config.max_length] for row in encoded]
-        empty = [i for i, row in enumerate(encoded) if not row]
-        if empty:
-            raise DataError(f"text {empty[0] + 1} is empty; every text needs at least one token")
+        check_nonempty(encoded)
         device = self.backbone.get_input_embeddings().weight.device
         logits = torch.empty(len(texts), self.classifier_config.num_labels)
         for chunk, batch in length_sorted_batches(self.tokenizer, encoded, batch_size, device):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..backbone import kv_shape
 from ..errors import ConfigError
 from . import register_method
 from .base import BackboneInputs, Method, MethodConfig
@@ -41,15 +42,6 @@ class DeepPrefixConfig(MethodConfig):
     def __post_init__(self):
         if self.prompt_length < 1:
             raise ConfigError(f"--prompt_length must be at least 1, got {self.prompt_length}")
-
-
-def kv_shape(backbone: PreTrainedModel) -> tuple[int, int, int]:
-    """(layers, key/value heads, head dim) of the backbone's attention cache."""
-    config = backbone.config.get_text_config()
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return config.num_hidden_layers, kv_heads, head_dim
 
 
 @register_method

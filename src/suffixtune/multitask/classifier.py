@@ -18,11 +18,12 @@ from ..backbone import load_backbone
 from ..classifier import Classifier, check_base_model, length_sorted_batches
 from ..errors import ConfigError, DataError
 from ..methods import get_method
-from ..methods.base import place_prompt
+from ..text_pass import check_nonempty, encode_texts, head_logits, packed_pass, pool, suffix_hidden
 
 logger = logging.getLogger(__name__)
 
 Row = str | Mapping[str, str]
+TEXT_PASSES = ("packed", "cached")  # see shared_pass_logits
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ class MultiTaskClassifier:
         tokenizer: PreTrainedTokenizerBase,
         classifiers: Mapping[str, Classifier],
         artifacts: Mapping[str, str] | None = None,
+        text_pass: str = "packed",
     ):
+        if text_pass not in TEXT_PASSES:
+            raise ConfigError(f"unknown text pass {text_pass!r}; choose from {list(TEXT_PASSES)}")
+        self.text_pass = text_pass
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.classifiers = dict(classifiers)
@@ -94,8 +99,12 @@ class MultiTaskClassifier:
         tokenizer: PreTrainedTokenizerBase | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32,
+        text_pass: str = "packed",
     ) -> MultiTaskClassifier:
-        """Load artifacts of one base model, named by their task or by the keys of a mapping."""
+        """Load artifacts of one base model, named by their task or by the keys of a mapping.
+
+        `text_pass` is how suffix tasks share each text: see `shared_pass_logits`.
+        """
         named = {str(k): str(v) for k, v in artifacts.items()} if isinstance(artifacts, Mapping) else name_artifacts([(None, d) for d in artifacts])
         if not named:
             raise ConfigError("give at least one artifact directory")
@@ -117,7 +126,7 @@ class MultiTaskClassifier:
                 )
             own = copy.deepcopy(backbone) if method.modifies_backbone else backbone
             classifiers[name] = Classifier.from_pretrained(named[name], backbone=own, tokenizer=tokenizer).eval()
-        return cls(backbone, tokenizer, classifiers, named)
+        return cls(backbone, tokenizer, classifiers, named, text_pass)
 
     def check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
         if tasks is None:
@@ -144,9 +153,7 @@ class MultiTaskClassifier:
             texts = tuple(task.format(as_row(row, number, name, columns)) for number, row in enumerate(rows, start=1))
             if texts not in token_ids:
                 token_ids[texts] = self.tokenizer(list(texts), add_special_tokens=True).input_ids
-                empty = [number for number, ids in enumerate(token_ids[texts], start=1) if not ids]
-                if empty:
-                    raise DataError(f"text {empty[0]} is empty; every text needs at least one token")
+                check_nonempty(token_ids[texts])
             full = token_ids[texts]
             read = tuple(tuple(ids[: config.max_length]) for ids in full)
             group = groups.setdefault(read, TextGroup([], [list(ids) for ids in read], [len(ids) for ids in full]))
@@ -173,7 +180,7 @@ class MultiTaskClassifier:
         logits = {}
         if len(shared) > 1:  # with one, its ordinary pass is the same work
             classifiers = [self.classifiers[name] for name in shared]
-            logits = dict(zip(shared, shared_pass_logits(self.backbone, classifiers, input_ids, attention_mask), strict=True))
+            logits = dict(zip(shared, shared_pass_logits(self.backbone, classifiers, input_ids, attention_mask, self.text_pass), strict=True))
         for name in tasks:
             if name not in logits:
                 logits[name] = self.classifiers[name](input_ids, attention_mask).logits
@@ -181,60 +188,25 @@ class MultiTaskClassifier:
 
 
 def shared_pass_logits(
-    backbone: PreTrainedModel, classifiers: Sequence[Classifier], input_ids: torch.Tensor, attention_mask: torch.Tensor
+    backbone: PreTrainedModel, classifiers: Sequence[Classifier], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    text_pass: str = "packed",
 ) -> list[torch.Tensor]:
-    """Logits of every task from one pass over [text | suffix 1 | ... | suffix K] per row.
+    """Logits of every task from one pass over each text: its keys and values are computed once for all tasks.
 
-    A block mask lets the text attend causally to itself and each suffix to its text's real tokens and its own
-    earlier vectors, at positions len_b + j: so each text's keys and values are computed once and read by every
-    task, as a cache would be, without keeping or copying one (a kept cache costs two copies of it per layer).
+    `packed`: one call over [text | suffix 1 | ... | suffix K] with a block mask. `cached`: the text pass keeps its
+    keys and values, then one call runs all suffixes against them.
     """
-    embeds = backbone.get_input_embeddings()(input_ids)  # [B, L, H]
-    text = place_prompt(embeds, attention_mask, embeds.new_empty(0, embeds.shape[-1]), before_text=False)
-    text_lengths, width = text.pool_index + 1, embeds.shape[1]  # [B], L
     prompts = [c.method.suffix_embeddings() for c in classifiers]
-    prompt_lengths = [0 if p is None else p.shape[0] for p in prompts]
-    inputs, positions, mask = text.inputs_embeds, text.position_ids, None
-    if any(prompt_lengths):
-        device = embeds.device
-        suffixes = torch.cat([p for p in prompts if p is not None]).to(embeds.dtype)  # [S, H]
-        block = torch.repeat_interleave(torch.arange(len(prompts), device=device), torch.tensor(prompt_lengths, device=device))
-        starts = torch.tensor([0, *prompt_lengths], device=device).cumsum(0)[:-1]
-        steps = torch.arange(len(block), device=device) - starts[block]  # [S], j within each suffix
-        inputs = torch.cat([inputs, suffixes.expand(len(inputs), -1, -1)], 1)  # [B, L+S, H]
-        positions = torch.cat([positions, text_lengths[:, None] + steps], 1)
-        mask = packed_suffix_mask(text_lengths, width, block, embeds.dtype)
-    hidden = backbone.base_model(inputs_embeds=inputs, position_ids=positions, attention_mask=mask, use_cache=False).last_hidden_state
-
-    logits, start, text_sum = [], width, None
-    rows = torch.arange(len(input_ids), device=embeds.device)
-    for classifier, length in zip(classifiers, prompt_lengths, strict=True):
-        own = hidden[:, start : start + length]  # [B, P, H]
-        start += length
-        if classifier.classifier_config.pooling == "last":
-            pooled = own[:, -1] if length else hidden[rows, text_lengths - 1]
-        else:
-            if text_sum is None:
-                real = torch.arange(width, device=embeds.device) < text_lengths[:, None]  # [B, L]
-                text_sum = (hidden[:, :width].float() * real.unsqueeze(-1)).sum(1)
-            pooled = (text_sum + own.float().sum(1)) / (text_lengths + length)[:, None]
-        with torch.autocast(embeds.device.type, enabled=False):
-            logits.append(classifier.head(pooled.float()))
-    return logits
-
-
-def packed_suffix_mask(text_lengths: torch.Tensor, width: int, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, L+S, L+S] additive mask: text rows are causal; suffix rows see the real text and their own suffix so far."""
-    batch, packed, device = len(text_lengths), len(block), text_lengths.device
-    text_steps, suffix_steps = torch.arange(width, device=device), torch.arange(packed, device=device)
-    text_rows = torch.cat(
-        [(text_steps[None, :] <= text_steps[:, None]).expand(batch, -1, -1), torch.zeros(batch, width, packed, dtype=torch.bool, device=device)], -1
-    )  # [B, L, L+S]
-    sees_text = (text_steps < text_lengths[:, None, None]).expand(-1, packed, -1)  # [B, S, L]
-    sees_suffix = (block[:, None] == block[None, :]) & (suffix_steps[None, :] <= suffix_steps[:, None])  # [S, S]
-    allowed = torch.cat([text_rows, torch.cat([sees_text, sees_suffix.expand(batch, -1, -1)], -1)], 1)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask.unsqueeze(1)
+    if text_pass == "packed":
+        state, hidden = packed_pass(backbone, input_ids, attention_mask, prompts)
+    else:
+        state = encode_texts(backbone, input_ids, attention_mask, keep_cache=any(p is not None for p in prompts))
+        present = [p for p in prompts if p is not None]
+        suffixes = iter(suffix_hidden(backbone, state, present) if present else [])
+        hidden = [None if p is None else next(suffixes) for p in prompts]
+    return [
+        head_logits(c.head, pool(c.classifier_config.pooling, h, state)) for c, h in zip(classifiers, hidden, strict=True)
+    ]
 
 
 def task_info(name: str, classifier: Classifier, shared: bool, artifact: str) -> TaskInfo:
