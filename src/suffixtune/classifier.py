@@ -160,10 +160,10 @@ class Classifier(nn.Module):
         Activation checkpointing drops the cache the suffix attends to; it keeps the full pass (and is not needed
         here: only the P suffix positions keep activations for backward).
         """
-        return (
-            self.frozen_text and self.method.shares_text_cache and not self.backbone.is_gradient_checkpointing
-            and (torch.is_grad_enabled() or self.text_cache is not None)
-        )
+        return self.runs_text_apart_when_training() and (torch.is_grad_enabled() or self.text_cache is not None)
+
+    def runs_text_apart_when_training(self) -> bool:
+        return self.frozen_text and self.method.shares_text_cache and not self.backbone.is_gradient_checkpointing
 
     def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
         keep_cache = self.method.suffix_embeddings() is not None

@@ -92,8 +92,8 @@ def encode_texts(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_m
     """
     ids, lengths = right_padded(input_ids, attention_mask)
     positions = torch.arange(ids.shape[1], device=ids.device).expand(len(ids), -1)
-    with eval_mode(backbone):
-        output = backbone_call(backbone, input_ids=ids, position_ids=positions, use_cache=keep_cache)
+    with eval_mode(backbone):  # embeddings, not ids: pads trail every real token, so no mask is needed (nor warned of)
+        output = backbone_call(backbone, inputs_embeds=backbone.get_input_embeddings()(ids), position_ids=positions, use_cache=keep_cache)
     hidden = output.last_hidden_state  # [B, L, H]
     real = (torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]).unsqueeze(-1)
     hidden_sum = (hidden.float() * real).sum(1)

@@ -80,6 +80,25 @@ class TrainingArguments(transformers.TrainingArguments):
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
     )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers: none, tensorboard, wandb, mlflow, all."})
+    frozen_text: bool = field(
+        default=True,
+        metadata={"help": "suffix and head: run the text without gradient, then only the suffix positions (same "
+                  "loss and gradients, less work); false: autograd through one full pass, for comparison."},
+    )
+    text_cache: str = field(
+        default="auto",
+        metadata={"help": "suffix and head: keep each text's keys/values (head: its pooled features) after the first "
+                  "pass, so later epochs and evaluations run only the suffix. auto: in memory under "
+                  "--text_cache_budget, else on disk, else off (and off when no text is read twice).",
+                  "choices": ["auto", "memory", "disk", "off"]},
+    )
+    text_cache_budget: float | None = field(
+        default=None,
+        metadata={"help": "Memory for the text cache in GB; default: a quarter of the device's memory (RAM on CPU)."},
+    )
+    text_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where --text_cache disk keeps its shards; default: ~/.cache/suffixtune/text-cache."}
+    )
 
 
 def train_parser(method: str = "suffix", **parser_options) -> HfArgumentParser:

@@ -26,8 +26,9 @@ from ..methods import MethodConfig, get_method
 from ..metrics import collapse_reason, compute_metrics, predictions_from_logits
 from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
+from ..text_cache import open_text_cache
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
-from .trainer import ClassifierTrainer, DivergenceCallback
+from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,14 @@ def check_options(
     check_pooling(options.pooling)
     checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
     method.check(method_config, options.head, model.dtype, checkpointing, args.do_train)
+    if args.text_cache in ("memory", "disk"):
+        why = (
+            f"--method {options.method} puts trainable state before or inside the text" if not method.shares_text_cache
+            else "--frozen_text false runs every text with gradient" if not args.frozen_text
+            else "--gradient_checkpointing keeps the full pass" if checkpointing else None
+        )
+        if why:
+            raise ConfigError(f"--text_cache {args.text_cache} needs the frozen-text path, but {why}; use --text_cache auto or off")
 
 
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
@@ -124,10 +133,17 @@ def train(
         subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
 
+    classifier.frozen_text = args.frozen_text
+    classifier.text_cache = open_text_cache(
+        args.text_cache, classifier, [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
+        text_dtype(classifier, args), reused=texts_read_again(args, 0 if train_dataset is None else len(train_dataset)),
+        budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
+    )
     divergence, recorder = DivergenceCallback(), EvalRecorder(task)
+    callbacks = [divergence] + ([TextCacheCallback(classifier.text_cache)] if classifier.text_cache else [])
     trainer = recorder.trainer = ClassifierTrainer(
         model=classifier, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=[divergence],
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
     )
     train_metrics: dict[str, float] = {}
     if train_dataset is not None:
@@ -142,6 +158,8 @@ def train(
         trainer.predict(eval_dataset, metric_key_prefix="eval")
         final_step = trainer.state.global_step
     metrics, predictions, labels = recorder.results[final_step]
+    if classifier.text_cache is not None:
+        classifier.text_cache.flush()
     failure = divergence.failure or collapse_reason(predictions, labels, task.label_names)
 
     record = {
@@ -163,6 +181,8 @@ def train(
         "train_runtime_s": train_metrics.get("train_runtime"),
         "wall_time_s": time.perf_counter() - started,
         "peak_memory_bytes": peak_memory_bytes(),
+        "text_pass": "frozen" if classifier.runs_text_apart_when_training() else "full",
+        "text_cache": None if classifier.text_cache is None else classifier.text_cache.summary(),
         "seed": args.seed,
         "processes": args.world_size,
         "config": {
@@ -201,6 +221,26 @@ def evaluate_classifier(
     failure = collapse_reason(predictions, labels, task.label_names)
     return {"task": task.name, "source": split.source, "rows": len(labels), "failure": failure,
             **compute_metrics(task.metrics, predictions, labels)}
+
+
+def text_dtype(classifier: Classifier, args: TrainingArguments) -> torch.dtype:
+    """The dtype the text's keys and values come out in: autocast's, else the backbone's."""
+    if args.bf16:
+        return torch.bfloat16
+    if args.fp16:
+        return torch.float16
+    return classifier.backbone.get_input_embeddings().weight.dtype
+
+
+def texts_read_again(args: TrainingArguments, train_rows: int) -> bool:
+    """Whether any text runs twice: a second epoch, or evaluations every N steps."""
+    if not train_rows:
+        return False
+    if args.max_steps > 0:
+        epochs = args.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size / train_rows
+    else:
+        epochs = args.num_train_epochs
+    return epochs > 1 or str(args.eval_strategy).endswith("steps")
 
 
 def tokens_per_second(dataset, metrics: dict[str, float], args: TrainingArguments) -> float | None:

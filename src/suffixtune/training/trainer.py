@@ -49,3 +49,16 @@ class DivergenceCallback(TrainerCallback):
             if value is not None and not math.isfinite(value):
                 self.failure = self.failure or f"{key} became {value} at step {state.global_step}"
                 control.should_training_stop = True
+
+
+class TextCacheCallback(TrainerCallback):
+    """Writes the text cache's pending entries at each epoch's end and after each evaluation."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.cache.flush()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.cache.flush()
