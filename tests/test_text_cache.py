@@ -16,6 +16,13 @@ from suffixtune.text_cache import DiskStore, MemoryStore, TextCache, cache_cost,
 TEXTS = ["a fine film", "it was dull and far too long", "wonderful", "no", "so-so at best, though well shot"]
 
 
+def open_cache(classifier, mode, token_counts, reused=True, **options):
+    return open_text_cache(
+        mode, classifier.backbone, classifier.tokenizer, classifier.classifier_config.max_length, token_counts,
+        torch.float32, with_kv=True, reused=reused, **options,
+    )
+
+
 def suffix_classifier(kind, tokenizer_dir, method="suffix", pooling="last", seed=0):
     backbone, tokenizer = make_backbone(kind, tokenizer_dir, "left", seed=seed)
     config = SoftPromptConfig(prompt_length=3) if method == "suffix" else None
@@ -74,8 +81,7 @@ def test_disk_store_reopens_its_shards_and_rebuilds_a_damaged_one(tokenizer_dir,
 
 def test_disk_cache_of_another_backbone_tokenizer_or_max_length_is_never_read(tokenizer_dir, tmp_path):
     def directory(classifier):
-        cache = open_text_cache("disk", classifier, [3, 4], torch.float32, reused=True, directory=tmp_path)
-        return cache.store.directory
+        return open_cache(classifier, "disk", [3, 4], directory=tmp_path).store.directory
 
     classifier, _ = suffix_classifier("gpt2", tokenizer_dir)
     base = directory(classifier)
@@ -99,13 +105,21 @@ def test_cost_is_layers_times_two_times_kv_heads_times_head_dim_times_dtype(toke
 def test_auto_is_off_when_no_text_is_read_twice_and_says_where_it_keeps_the_cache(tokenizer_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="suffixtune")
     classifier, _ = suffix_classifier("gpt2", tokenizer_dir)
-    assert open_text_cache("auto", classifier, [5] * 10, torch.float32, reused=False) is None
+    assert open_cache(classifier, "auto", [5] * 10, reused=False) is None
     assert "every text is read once" in caplog.text
-    assert isinstance(open_text_cache("auto", classifier, [5] * 10, torch.float32, reused=True).store, MemoryStore)
-    on_disk = open_text_cache("auto", classifier, [5] * 10, torch.float32, reused=True, budget=100, directory=tmp_path)
+    assert isinstance(open_cache(classifier, "auto", [5] * 10).store, MemoryStore)
+    on_disk = open_cache(classifier, "auto", [5] * 10, budget=100, directory=tmp_path)
     assert isinstance(on_disk.store, DiskStore) and "on disk at" in caplog.text
-    classifier.frozen_text = False
-    assert open_text_cache("memory", classifier, [5], torch.float32, reused=True) is None
+    assert open_cache(classifier, "off", [5]) is None
+
+
+def test_explicit_cache_is_refused_where_the_text_does_not_run_apart(tiny_model_dir, tmp_path, capsys):
+    for flags, reason in [(["--method", "prefix"], "--method prefix puts trainable state before"),
+                          (["--frozen_text", "false"], "--frozen_text false runs every text with gradient")]:
+        assert main(["train", "--model", str(tiny_model_dir), "--train", str(write_toy_csv(tmp_path / "t.csv")),
+                     "--validation", str(tmp_path / "t.csv"), "--text_column", "text", "--output", str(tmp_path / "run"),
+                     "--text_cache", "memory", *flags]) == 2
+        assert f"--text_cache memory needs the frozen-text path, but {reason}" in capsys.readouterr().err
 
 
 @pytest.mark.slow

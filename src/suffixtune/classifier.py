@@ -188,6 +188,10 @@ class Classifier(nn.Module):
         """What Trainer called before transformers renamed it activation checkpointing."""
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **options)
 
+    def head_parameters(self):
+        """What trains at --head_learning_rate."""
+        return self.head.parameters()
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 

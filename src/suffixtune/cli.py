@@ -24,7 +24,7 @@ def run_train(argv: list[str]) -> int:
     chosen = method.parse_known_args(argv)[0].method
     parser = train_parser(chosen)
     try:
-        parsed = parser.parse_args_into_dataclasses(argv)
+        parsed = parser.parse_args_into_dataclasses(merge_repeated(argv, "--label_column"))
     except ValueError as error:  # HfArgumentParser: flags no dataclass declares
         other = sorted({flag for cls in METHODS.values() for flag in option_flags(cls.config_class)} & set(argv))
         hint = f" ({', '.join(other)}: not an option of --method {chosen})" if other else ""
@@ -35,6 +35,21 @@ def run_train(argv: list[str]) -> int:
     record = train(model_args, data_args, method_args, method_config, training_args)
     print(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
     return 0
+
+
+def merge_repeated(argv: list[str], flag: str) -> list[str]:
+    """`--flag a --flag b` as `--flag a b` (argparse would keep only the last of a list flag given twice)."""
+    names = {flag, flag.replace("_", "-")}
+    values, rest, taking, seen = [], [], False, False
+    for arg in argv:
+        if arg in names:
+            taking = seen = True
+        elif taking and not arg.startswith("--"):
+            values.append(arg)
+        else:
+            taking = False
+            rest.append(arg)
+    return rest + [flag, *values] if seen else rest
 
 
 def option_flags(config_class: type) -> set[str]:

@@ -239,10 +239,13 @@ def default_memory_budget(device: torch.device) -> int:
 
 def open_text_cache(
     mode: str,
-    classifier,
+    backbone: PreTrainedModel,
+    tokenizer,
+    max_length: int,
     token_counts: list[int],
     kv_dtype: torch.dtype,
     *,
+    with_kv: bool,
     reused: bool,
     budget: int | None = None,
     directory: str | Path | None = None,
@@ -250,16 +253,15 @@ def open_text_cache(
     """The run's text cache as `mode` asks (auto, memory, disk, off), after logging what it costs; None for off.
 
     `auto` keeps it in memory under `budget`, else on disk if it fits there, else turns it off and says why; it
-    is off, too, when no text is read twice (`reused` False: one epoch, one evaluation).
+    is off, too, when no text is read twice (`reused` False: one epoch, one evaluation). `with_kv`: keep keys and
+    values (methods with a suffix), else only the pooled features.
     """
     from .backbone import cache_dir, tokenizer_fingerprint, weights_hash
 
     if mode not in MODES:
         raise ValueError(f"unknown text cache mode {mode!r}; choose from {list(MODES)}")
-    backbone = classifier.backbone
-    if mode == "off" or not classifier.runs_text_apart_when_training():
+    if mode == "off":
         return None
-    with_kv = classifier.method.suffix_embeddings() is not None
     cost = cache_cost(backbone, token_counts, kv_dtype, with_kv)
     device = backbone.get_input_embeddings().weight.device
     budget = default_memory_budget(device) if budget is None else budget
@@ -283,7 +285,7 @@ def open_text_cache(
         return TextCache(MemoryStore(budget))
     description = {
         "format": FORMAT, "base_model": backbone.name_or_path, "weights": weights_hash(backbone),
-        "tokenizer": tokenizer_fingerprint(classifier.tokenizer), "max_length": classifier.classifier_config.max_length,
+        "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length,
         "dtype": str(kv_dtype).removeprefix("torch."), "keys_values": with_kv,
     }
     path = cache_directory(root, description)

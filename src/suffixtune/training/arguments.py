@@ -30,7 +30,11 @@ class DataArguments:
     validation: str | None = field(default=None, metadata={"help": "Validation file, like --train."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of custom files."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column of custom files (sentence pairs)."})
-    label_column: str = field(default="label", metadata={"help": "Label column of custom files; labels may be names or integers."})
+    label_column: list[str] = field(
+        default_factory=lambda: ["label"],
+        metadata={"help": "Label column of custom files; labels may be names or integers. Several (--label_column a b, "
+                  "or the flag repeated) train one suffix and head per column in one run, from one text pass."},
+    )
     regression: bool = field(default=False, metadata={"help": "Custom labels are real numbers (one output, MSE loss)."})
     label_words: list[str] | None = field(default=None, metadata={"help": "One word per class for --head verbalizer, e.g. ' negative' ' positive'."})
     max_length: int = field(default=256, metadata={"help": "Longest text in tokens; longer texts are cut (the prompt never is)."})

@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
 from ..metrics import collapse_reason, compute_metrics, predictions_from_logits
+from ..multitask.training import MultiTaskTrainingModel
 from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
 from ..text_cache import open_text_cache
@@ -37,18 +38,32 @@ class RunFailed(RuntimeError):
     """The loss diverged or the predictions collapsed; the run record is written and marked failed."""
 
 
-def resolve_task(data: DataArguments) -> Task:
+def resolve_tasks(data: DataArguments) -> list[Task]:
+    """The run's task, or with several --label_column one task per column (named after it) on the same texts."""
     if data.task is not None:
-        task = get_task(data.task)
+        if len(data.label_column) > 1:
+            raise ConfigError(f"several --label_column ({data.label_column}) need custom data (--train/--validation), not --task")
+        tasks = [get_task(data.task)]
     elif data.train is not None:
         if data.text_column is None:
             raise DataError("custom data needs --text_column (and --text_pair_column for sentence pairs)")
         if data.validation is None:
             raise DataError("custom data needs --validation FILE to evaluate on")
-        task = custom_task(data.train, data.text_column, data.text_pair_column, data.label_column, data.regression)
+        if len(set(data.label_column)) != len(data.label_column):
+            raise ConfigError(f"--label_column names a column twice: {data.label_column}")
+        tasks = [
+            custom_task(data.train, data.text_column, data.text_pair_column, column, data.regression)
+            for column in data.label_column
+        ]
+        if len(tasks) > 1:
+            tasks = [replace(task, name=column) for task, column in zip(tasks, data.label_column, strict=True)]
     else:
         raise DataError("pass --task NAME (with --data DIR, or from the hub) or custom files with --train/--validation")
-    return task if data.label_words is None else replace(task, label_words=tuple(data.label_words))
+    if data.label_words is not None:
+        if len(tasks) > 1:
+            raise ConfigError("--label_words serves one label column; train columns with label words one per run")
+        tasks = [replace(tasks[0], label_words=tuple(data.label_words))]
+    return tasks
 
 
 def check_options(
@@ -80,17 +95,32 @@ def subsample(split: Split, limit: int | None, seed: int) -> Split:
 
 
 class EvalRecorder:
-    """Trainer's compute_metrics that also keeps each evaluation's predictions, so none is run twice."""
+    """Trainer's compute_metrics that also keeps each evaluation's predictions, so none is run twice.
 
-    def __init__(self, task: Task):
-        self.task = task
+    With several tasks the logits sit side by side: each task's metrics are named `<task>_<metric>`, and
+    `task_mean` (the mean of each task's main metric) selects the best checkpoint.
+    """
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
         self.trainer: ClassifierTrainer | None = None
-        self.results: dict[int, tuple[dict[str, float], np.ndarray, np.ndarray]] = {}
+        self.results: dict[int, tuple[dict[str, float], list[np.ndarray], list[np.ndarray]]] = {}
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        predictions = predictions_from_logits(prediction.predictions, self.task.is_regression)
-        metrics = compute_metrics(self.task.metrics, predictions, prediction.label_ids)
-        self.results[self.trainer.state.global_step] = (metrics, predictions, prediction.label_ids)
+        logits, labels = prediction.predictions, prediction.label_ids
+        if len(self.tasks) == 1:
+            per_task_logits, per_task_labels = [logits], [labels]
+        else:
+            sizes = np.cumsum([task.num_labels for task in self.tasks])[:-1]
+            per_task_logits, per_task_labels = np.split(logits, sizes, axis=1), list(labels.T)
+        predictions = [predictions_from_logits(x, t.is_regression) for x, t in zip(per_task_logits, self.tasks, strict=True)]
+        per_task = [compute_metrics(t.metrics, p, y) for t, p, y in zip(self.tasks, predictions, per_task_labels, strict=True)]
+        if len(self.tasks) == 1:
+            metrics = per_task[0]
+        else:
+            metrics = {f"{t.name}_{name}": value for t, m in zip(self.tasks, per_task, strict=True) for name, value in m.items()}
+            metrics["task_mean"] = float(np.mean([m[t.metrics[0]] for t, m in zip(self.tasks, per_task, strict=True)]))
+        self.results[self.trainer.state.global_step] = (per_task, predictions, per_task_labels)
         return metrics
 
 
@@ -101,11 +131,18 @@ def train(
     method_config: MethodConfig,
     args: TrainingArguments,
 ) -> dict[str, Any]:
-    """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir."""
+    """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir.
+
+    With several --label_column, one suffix and head per column train together from one text pass, and each
+    column's artifact (with its own metrics.json) goes to output_dir/<column>.
+    """
     started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
     reset_peak_memory()
-    task = resolve_task(data_args)
-    check_options(task, method_args, method_config, model_args, args)
+    tasks = resolve_tasks(data_args)
+    for task in tasks:
+        check_options(task, method_args, method_config, model_args, args)
+    if len(tasks) > 1:
+        check_multitask(method_args, args)
     if args.output_dir is None:
         raise ConfigError("pass --output DIR for the artifact and metrics.json")
     method = get_method(method_args.method)
@@ -113,17 +150,24 @@ def train(
         args.learning_rate = method.default_learning_rate
     if args.head_learning_rate is None:
         args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
-    args.metric_for_best_model, args.greater_is_better = task.metrics[0], True
-    train_split = load_split(task, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
-    validation = load_split(task, "validation", data_dir=data_args.data, file=data_args.validation)
+    args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
+    args.greater_is_better = True
+    train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
+    validation = load_splits(tasks, "validation", data_dir=data_args.data, file=data_args.validation)
 
     set_seed(args.seed)
     backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
-    classifier = Classifier.build(
-        backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length,
-        method_args.pooling,
-    )
-    max_length = classifier.classifier_config.max_length
+    classifiers = {
+        task.name: Classifier.build(
+            backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length,
+            method_args.pooling,
+        )
+        for task in tasks
+    }
+    for classifier in classifiers.values():
+        classifier.frozen_text = args.frozen_text
+    model = next(iter(classifiers.values())) if len(tasks) == 1 else MultiTaskTrainingModel(classifiers)
+    max_length = min(c.classifier_config.max_length for c in classifiers.values())
 
     eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
     eval_dataset = tokenize(eval_rows, tokenizer, max_length)
@@ -133,16 +177,19 @@ def train(
         subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
 
-    classifier.frozen_text = args.frozen_text
-    classifier.text_cache = open_text_cache(
-        args.text_cache, classifier, [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
-        text_dtype(classifier, args), reused=texts_read_again(args, 0 if train_dataset is None else len(train_dataset)),
-        budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
-    )
-    divergence, recorder = DivergenceCallback(), EvalRecorder(task)
-    callbacks = [divergence] + ([TextCacheCallback(classifier.text_cache)] if classifier.text_cache else [])
+    frozen_text = all(c.runs_text_apart_when_training() for c in classifiers.values())
+    if frozen_text:
+        model.text_cache = open_text_cache(
+            args.text_cache, backbone, tokenizer, max_length,
+            [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
+            text_dtype(backbone, args), with_kv=any(c.method.suffix_embeddings() is not None for c in classifiers.values()),
+            reused=texts_read_again(args, 0 if train_dataset is None else len(train_dataset)),
+            budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
+        )
+    divergence, recorder = DivergenceCallback(), EvalRecorder(tasks)
+    callbacks = [divergence] + ([TextCacheCallback(model.text_cache)] if model.text_cache else [])
     trainer = recorder.trainer = ClassifierTrainer(
-        model=classifier, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
     )
     train_metrics: dict[str, float] = {}
@@ -157,47 +204,84 @@ def train(
     if final_step not in recorder.results:  # the final weights were not evaluated in this process
         trainer.predict(eval_dataset, metric_key_prefix="eval")
         final_step = trainer.state.global_step
-    metrics, predictions, labels = recorder.results[final_step]
-    if classifier.text_cache is not None:
-        classifier.text_cache.flush()
-    failure = divergence.failure or collapse_reason(predictions, labels, task.label_names)
+    per_task, predictions, labels = recorder.results[final_step]
+    if model.text_cache is not None:
+        model.text_cache.flush()
 
-    record = {
-        "status": "failed" if failure else "ok",
-        "failure": failure,
-        "task": task.name,
+    shared = {
         "method": method_args.method,
         "head": method_args.head,
         "pooling": method_args.pooling,
         "model": model_args.model,
-        "eval": metrics,
         "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
         "train_rows": 0 if train_dataset is None else len(train_dataset),
         "eval_rows": len(eval_dataset),
-        "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
-        "total_parameters": sum(p.numel() for p in classifier.parameters()),
         "train_samples_per_second": train_metrics.get("train_samples_per_second"),
-        "train_tokens_per_second": tokens_per_second(train_dataset, train_metrics, args),
+        "train_tokens_per_second": tokens_per_second(train_dataset, train_metrics, trainer.state.epoch),
         "train_runtime_s": train_metrics.get("train_runtime"),
         "wall_time_s": time.perf_counter() - started,
         "peak_memory_bytes": peak_memory_bytes(),
-        "text_pass": "frozen" if classifier.runs_text_apart_when_training() else "full",
-        "text_cache": None if classifier.text_cache is None else classifier.text_cache.summary(),
+        "text_pass": "frozen" if frozen_text else "full",
+        "text_cache": None if model.text_cache is None else model.text_cache.summary(),
+        "tasks_trained_together": [task.name for task in tasks] if len(tasks) > 1 else None,
         "seed": args.seed,
         "processes": args.world_size,
-        "config": {
-            "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
-            "method_config": method_config.to_dict(), "training": args.to_dict(),
-            "template": task.template, "label_names": task.label_names, "max_length": max_length,
-        },
         "versions": versions,
     }
+    records = {}
+    for task, metrics, task_predictions, task_labels in zip(tasks, per_task, predictions, labels, strict=True):
+        classifier = classifiers[task.name]
+        failure = divergence.failure or collapse_reason(task_predictions, task_labels, task.label_names)
+        records[task.name] = {
+            "status": "failed" if failure else "ok",
+            "failure": failure,
+            "task": task.name,
+            **shared,
+            "eval": metrics,
+            "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in classifier.parameters()),
+            "config": {
+                "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
+                "method_config": method_config.to_dict(), "training": args.to_dict(),
+                "template": task.template, "label_names": task.label_names, "max_length": max_length,
+            },
+        }
+    if len(tasks) == 1:
+        record = next(iter(records.values()))
+    else:
+        failures = [f"{name}: {r['failure']}" for name, r in records.items() if r["failure"]]
+        record = {
+            "status": "failed" if failures else "ok", "failure": "; ".join(failures) or None, "tasks": records,
+            "eval": {f"{name}_{key}": value for name, r in records.items() for key, value in r["eval"].items()},
+        }
     if trainer.is_world_process_zero():  # under torchrun / accelerate launch, one process writes
-        classifier.save_pretrained(args.output_dir)
-        write_json(record, Path(args.output_dir) / "metrics.json")
-    if failure:
-        raise RunFailed(f"{args.output_dir}: run failed: {failure}")
+        model.save_pretrained(args.output_dir)
+        for name, task_record in records.items():
+            write_json(task_record, Path(args.output_dir) / ("" if len(tasks) == 1 else name) / "metrics.json")
+        if len(tasks) > 1:
+            write_json(record, Path(args.output_dir) / "metrics.json")
+    if record["failure"]:
+        raise RunFailed(f"{args.output_dir}: run failed: {record['failure']}")
     return record
+
+
+def check_multitask(options: MethodArguments, args: TrainingArguments) -> None:
+    method = get_method(options.method)
+    why = (
+        f"--method {options.method} puts trainable state before or inside the text" if not method.shares_text_cache
+        else "--frozen_text false runs every text on its own" if not args.frozen_text
+        else "--gradient_checkpointing drops the shared text cache" if args.gradient_checkpointing else None
+    )
+    if why:
+        raise ConfigError(f"several --label_column train from one shared text pass, but {why}; train one column per run")
+
+
+def load_splits(tasks: list[Task], split: str, **where) -> Split:
+    """One split's rows; with several tasks (label columns of one file) the labels are one tuple per row."""
+    splits = [load_split(task, split, **where) for task in tasks]
+    if len(splits) == 1:
+        return splits[0]
+    return Split(splits[0].texts, [list(labels) for labels in zip(*(s.labels for s in splits), strict=True)], splits[0].source)
 
 
 def evaluate_artifact(
@@ -223,13 +307,13 @@ def evaluate_classifier(
             **compute_metrics(task.metrics, predictions, labels)}
 
 
-def text_dtype(classifier: Classifier, args: TrainingArguments) -> torch.dtype:
+def text_dtype(backbone, args: TrainingArguments) -> torch.dtype:
     """The dtype the text's keys and values come out in: autocast's, else the backbone's."""
     if args.bf16:
         return torch.bfloat16
     if args.fp16:
         return torch.float16
-    return classifier.backbone.get_input_embeddings().weight.dtype
+    return backbone.get_input_embeddings().weight.dtype
 
 
 def texts_read_again(args: TrainingArguments, train_rows: int) -> bool:
@@ -243,11 +327,11 @@ def texts_read_again(args: TrainingArguments, train_rows: int) -> bool:
     return epochs > 1 or str(args.eval_strategy).endswith("steps")
 
 
-def tokens_per_second(dataset, metrics: dict[str, float], args: TrainingArguments) -> float | None:
-    """Text tokens (not prompt positions) trained on per second, comparable across methods."""
-    if dataset is None or not metrics.get("train_runtime"):
+def tokens_per_second(dataset, metrics: dict[str, float], epochs: float | None) -> float | None:
+    """Text tokens (not prompt positions) trained on per second over the epochs trained, comparable across methods."""
+    if dataset is None or not metrics.get("train_runtime") or not epochs:
         return None
-    return sum(dataset["length"]) * args.num_train_epochs / metrics["train_runtime"]
+    return sum(dataset["length"]) * epochs / metrics["train_runtime"]
 
 
 def reset_peak_memory() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from transformers import Trainer, TrainerCallback
 
 
@@ -18,7 +19,7 @@ class ClassifierTrainer(Trainer):
         head_rate = getattr(self.args, "head_learning_rate", None)
         if head_rate is None or head_rate == self.args.learning_rate:
             return optimizer
-        head = {id(p) for p in self.accelerator.unwrap_model(model or self.model).head.parameters()}
+        head = {id(p) for p in self.accelerator.unwrap_model(model or self.model).head_parameters()}
         for group in list(optimizer.param_groups):
             moved = [p for p in group["params"] if id(p) in head]
             group["params"] = [p for p in group["params"] if id(p) not in head]
@@ -26,6 +27,14 @@ class ClassifierTrainer(Trainer):
                 optimizer.add_param_group({**group, "params": moved, "lr": head_rate})
         optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
         return optimizer
+
+    def _clip_grad_norm(self, model):
+        """Clip each task's gradients on their own when several train together, as K runs alone would."""
+        groups = getattr(self.accelerator.unwrap_model(model), "parameter_groups", None)
+        if groups is None or self.args.max_grad_norm is None or self.args.max_grad_norm <= 0:
+            return super()._clip_grad_norm(model)
+        norms = torch.stack([torch.as_tensor(self.accelerator.clip_grad_norm_(group, self.args.max_grad_norm)) for group in groups()])
+        return norms.norm()
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
