@@ -1,6 +1,8 @@
 """Texts/s classifying every text for K tasks: shared cache vs K separate suffix passes vs PEFT mixed-batch LoRA.
 
-(a) `shared`: `MultiTaskClassifier.forward`, one pass over the texts and one packed pass over all K suffixes.
+(a) `shared`: `MultiTaskClassifier.forward`, one packed pass over [text | suffix 1 | ... | suffix K] per text;
+    `shared-cached` the same tasks with `text_pass="cached"`: the text pass keeps its keys and values, then one
+    call runs all K suffixes against them (the path training takes).
 (b) `separate`: each task's `Classifier` alone, K full passes over text + suffix (what any prompt method costs).
 (c) `peft-lora`: PEFT LoRA with K adapters in one mixed batch (`adapter_names`), B*K rows of the text, on the
     transformer without its LM head (what PEFT offers for many tasks on one base model).
@@ -70,8 +72,10 @@ def peft_lora(backbone, count: int):
 def approaches_for(multitask: MultiTaskClassifier, lora, ids: torch.Tensor, mask: torch.Tensor, names: list[str]):
     """One call of each approach: every text classified for every task in `names`."""
     classifiers = multitask.classifiers
+    cached = MultiTaskClassifier(multitask.backbone, multitask.tokenizer, classifiers, text_pass="cached")
     return {
         "shared": lambda: multitask.forward(ids, mask, names),
+        "shared-cached": lambda: cached.forward(ids, mask, names),
         "separate": lambda: {n: classifiers[n](ids, mask).logits for n in names},
         "peft-lora": lambda: lora(
             input_ids=ids.repeat_interleave(len(names), 0), adapter_names=names * len(ids)
@@ -91,7 +95,7 @@ def main():
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--approaches", default="shared,separate,peft-lora")
+    parser.add_argument("--approaches", default="shared,shared-cached,separate,peft-lora")
     parser.add_argument("--output", help="write the rows as JSON here too")
     args = parser.parse_args()
     approaches = args.approaches.split(",")
@@ -104,8 +108,9 @@ def main():
     machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"{args.model}{' (random init)' if args.random_init else ''}, {args.dtype}, {machine}, batch {args.batch_size} texts, "
           f"P={args.prompt_length}, torch {torch.__version__}, {date.today()}")
-    print("| L | K | shared texts/s | separate texts/s | PEFT LoRA texts/s | shared/separate | ideal | % of ideal | shared/PEFT LoRA | max |Δlogit| | argmax agree |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| L | K | shared texts/s | shared-cached texts/s | separate texts/s | PEFT LoRA texts/s | shared/separate | ideal | "
+          "% of ideal | packed/cached | shared/PEFT LoRA | max |Δlogit| | argmax agree |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for length in args.lengths:
         ids = torch.randint(0, len(tokenizer), (args.batch_size, length), device=args.device)
@@ -122,13 +127,14 @@ def main():
             ideal = count * (length + args.prompt_length) / (length + count * args.prompt_length)
             ratio = speed["shared"] / speed["separate"] if {"shared", "separate"} <= speed.keys() else float("nan")
             versus_lora = speed["shared"] / speed["peft-lora"] if {"shared", "peft-lora"} <= speed.keys() else float("nan")
+            versus_cached = speed["shared"] / speed["shared-cached"] if {"shared", "shared-cached"} <= speed.keys() else float("nan")
             row = {"length": length, "tasks": count, **{f"{a}_texts_per_s": v for a, v in speed.items()},
-                   "speedup": ratio, "ideal": ideal, "of_ideal": ratio / ideal, "versus_peft_lora": versus_lora,
+                   "speedup": ratio, "ideal": ideal, "of_ideal": ratio / ideal, "versus_peft_lora": versus_lora, "packed_over_cached": versus_cached,
                    "max_abs_logit_difference": difference, "argmax_agreement": agree}
             rows.append(row)
-            print(f"| {length} | {count} | {speed.get('shared', float('nan')):.4g} | {speed.get('separate', float('nan')):.4g} | "
-                  f"{speed.get('peft-lora', float('nan')):.4g} | {ratio:.2f}× | {ideal:.2f}× | {ratio / ideal:.0%} | "
-                  f"{versus_lora:.2f}× | {difference:.1e} | {agree:.1%} |", flush=True)
+            print(f"| {length} | {count} | {speed.get('shared', float('nan')):.4g} | {speed.get('shared-cached', float('nan')):.4g} | "
+                  f"{speed.get('separate', float('nan')):.4g} | {speed.get('peft-lora', float('nan')):.4g} | {ratio:.2f}× | "
+                  f"{ideal:.2f}× | {ratio / ideal:.0%} | {versus_cached:.2f}× | {versus_lora:.2f}× | {difference:.1e} | {agree:.1%} |", flush=True)
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"args": vars(args), "machine": machine, "rows": rows}, handle, indent=2)

@@ -3,6 +3,11 @@
 suffixtune's methods run through `Classifier` (the training forward pass). The anchors are PEFT as users run it,
 on `AutoModelForSequenceClassification` over the same frozen weights: prompt tuning for `suffix`/`prefix`,
 prefix tuning for `deep-prefix`, LoRA for `lora`. `per-row-suffix` is the original prototype's per-row loop.
+`suffix` and `head` train on the frozen-text path (the text without gradient, then only the suffix);
+`suffix-full-pass` is `--frozen_text false` (autograd through every position, as before); `suffix-cached` and
+`head-cached` read the text cache, as every epoch after the first does (the untimed pass fills it).
+MFU (GPU) counts the FLOPs each method must do: 2N per position forward, 2N more backward through the frozen
+weights where gradients flow (N = the transformer blocks' weights), against the GPU's dense bf16 peak.
 Every method trains a 2-class head on the same batches with AdamW and clipping at 1.0. Each method runs in its own
 process, so its peak memory (CUDA max allocated, or process RSS on CPU) is its own and no method sees another's
 changes to the backbone.
@@ -35,6 +40,7 @@ from suffixtune.methods import get_method
 from suffixtune.methods.base import BackboneInputs
 from suffixtune.methods.lora import default_targets
 from suffixtune.methods.soft_prompt import SoftPrompt
+from suffixtune.text_cache import MemoryStore, TextCache
 
 GPT2_SIZES = {  # n_embd, n_layer, n_head of the released checkpoints
     "gpt2": (768, 12, 12),
@@ -45,8 +51,16 @@ GPT2_SIZES = {  # n_embd, n_layer, n_head of the released checkpoints
 TASK = Task(name="bench", text_columns=("sentence",), label_names=("negative", "positive"), prompt_text=" Sentiment:")
 ANCHORS = {"suffix": "peft-prompt-tuning", "prefix": "peft-prompt-tuning", "per-row-suffix": "peft-prompt-tuning",
            "deep-prefix": "peft-prefix-tuning", "lora": "peft-lora"}
-ALL_METHODS = ("suffix,prefix,peft-prompt-tuning,per-row-suffix,deep-prefix,peft-prefix-tuning,lora,peft-lora,"
-               "last-blocks,head,full")
+ANCHORS.update({"suffix-full-pass": "peft-prompt-tuning", "suffix-cached": "peft-prompt-tuning"})
+ALL_METHODS = ("suffix,suffix-full-pass,suffix-cached,prefix,peft-prompt-tuning,per-row-suffix,deep-prefix,"
+               "peft-prefix-tuning,lora,peft-lora,last-blocks,head,head-cached,full")
+VARIANTS = {  # bench name: (registered method, frozen_text, text cache)
+    "per-row-suffix": ("suffix", False, False),
+    "suffix-full-pass": ("suffix", False, False),
+    "suffix-cached": ("suffix", True, True),
+    "head-cached": ("head", True, True),
+}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 datasheet peaks
 
 
 class PerRowSuffix(SoftPrompt):
@@ -70,7 +84,8 @@ def load_model(args):
     if args.random_init:
         hidden, layers, heads = GPT2_SIZES[args.model]
         tokenizer = GPT2TokenizerFast.from_pretrained(args.tokenizer)
-        backbone = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, vocab_size=len(tokenizer)))
+        with torch.device(args.device):  # initialised where it runs: gpt2-xl takes a minute to initialise on a CPU
+            backbone = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, vocab_size=len(tokenizer)))
         backbone.name_or_path = f"random-init {args.model}"
         prepare_backbone(backbone, tokenizer)
     else:
@@ -78,26 +93,52 @@ def load_model(args):
     return backbone.to(args.device), tokenizer
 
 
-def batches(args, tokenizer):
-    with open(args.data, encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    needed = args.steps * args.batch_size
-    texts = [row["sentence"] for row in rows[:needed]]
-    labels = [int(row["label"]) for row in rows[:needed]]
+def batches(args, tokenizer, batch_size: int | None = None):
+    """`args.steps` batches of SST-2 train rows cut to --max-tokens, or with --synthetic-length N of random token
+    ids of N/2..N tokens (for long texts, which SST-2 lacks); right-padded."""
+    batch_size = batch_size or args.batch_size
+    needed = args.steps * batch_size
+    if args.synthetic_length:
+        generator = torch.Generator().manual_seed(0)
+        lengths = torch.randint(args.synthetic_length // 2, args.synthetic_length + 1, (needed,), generator=generator)
+        ids = [torch.randint(1000, len(tokenizer) - 1000, (int(n),), generator=generator).tolist() for n in lengths]
+        labels = torch.randint(0, 2, (needed,), generator=generator).tolist()
+    else:
+        with open(args.data, encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = (rows * (needed // len(rows) + 1))[:needed]
+        ids = tokenizer([row["sentence"] for row in rows], truncation=True, max_length=args.max_tokens).input_ids
+        labels = [int(row["label"]) for row in rows]
     tokenizer.padding_side = "right"
-    for start in range(0, needed, args.batch_size):
-        batch = tokenizer(texts[start : start + args.batch_size], padding=True, truncation=True, max_length=args.max_tokens, return_tensors="pt")
-        yield batch.input_ids.to(args.device), batch.attention_mask.to(args.device), torch.tensor(labels[start : start + args.batch_size], device=args.device)
+    for start in range(0, needed, batch_size):
+        batch = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, return_tensors="pt")
+        yield batch.input_ids.to(args.device), batch.attention_mask.to(args.device), torch.tensor(labels[start : start + batch_size], device=args.device)
 
 
 def ours(backbone, tokenizer, method: str, args):
-    config = get_method("suffix" if method == "per-row-suffix" else method).config_class()
+    registered, frozen_text, cached = VARIANTS.get(method, (method, True, False))
+    config = get_method(registered).config_class()
     if hasattr(config, "prompt_length"):
         config.prompt_length = args.prompt_length
-    classifier = Classifier.build(backbone, tokenizer, TASK, "suffix" if method == "per-row-suffix" else method, config)
+    classifier = Classifier.build(backbone, tokenizer, TASK, registered, config)
+    classifier.frozen_text = frozen_text
+    if cached:
+        classifier.text_cache = TextCache(MemoryStore(budget=2**62))
     if method == "per-row-suffix":
         classifier.method = PerRowSuffix(config, backbone).to(args.device)
     return classifier, lambda ids, mask, labels: classifier(ids, mask, labels).loss
+
+
+def step_flops(method: str, backbone, text_tokens: int, rows: int, prompt_length: int) -> float | None:
+    """FLOPs one training step must do (see the module's docstring), or None where it is not counted."""
+    blocks = sum(p.numel() for name, p in backbone.base_model.named_parameters() if ".h." in name or ".layers." in name)
+    suffix, all_positions = rows * prompt_length, text_tokens + rows * prompt_length
+    flops = {
+        "suffix": 2 * text_tokens + 4 * suffix, "suffix-cached": 4 * suffix, "suffix-full-pass": 4 * all_positions,
+        "prefix": 4 * all_positions, "peft-prompt-tuning": 4 * all_positions, "per-row-suffix": 4 * all_positions,
+        "head": 2 * text_tokens, "full": 6 * text_tokens,
+    }.get(method)
+    return None if flops is None else flops * blocks
 
 
 def peft_anchor(backbone, tokenizer, method: str, args):
@@ -123,8 +164,8 @@ def peft_anchor(backbone, tokenizer, method: str, args):
     return model, lambda ids, mask, labels: model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
 
-def measure(method: str, args) -> list[dict]:
-    """Build `method` on a fresh backbone in this process and time `args.repeats` passes after an untimed one."""
+def prepare(method: str, args):
+    """A fresh backbone in this process with `method` on it; (model, loss function, trainable params, step)."""
     torch.manual_seed(0)
     backbone, tokenizer = load_model(args)
     model, loss_of = (peft_anchor if method.startswith("peft-") else ours)(backbone, tokenizer, method, args)
@@ -132,8 +173,6 @@ def measure(method: str, args) -> list[dict]:
     optimizer = torch.optim.AdamW(params, lr=1e-5 if method in ("full", "last-blocks") else 1e-3)
     model.train()
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
-    cuda = args.device.startswith("cuda")
-    data = list(batches(args, tokenizer))
 
     def step(ids, mask, labels):
         with autocast:
@@ -144,8 +183,19 @@ def measure(method: str, args) -> list[dict]:
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    for batch in data:  # untimed pass: every batch shape is seen once and the optimizer state exists
+    return backbone, tokenizer, params, step
+
+
+def measure(method: str, args) -> list[dict]:
+    """Build `method` on a fresh backbone in this process and time `args.repeats` passes after an untimed one."""
+    backbone, tokenizer, params, step = prepare(method, args)
+    cuda = args.device.startswith("cuda")
+    data = list(batches(args, tokenizer))
+    for batch in data:  # untimed pass: every batch shape is seen once, the optimizer state (and any text cache) exists
         step(*batch)
+    text_tokens = sum(int(mask.sum()) for _, mask, _ in data)
+    flops = step_flops(method, backbone, text_tokens, len(data) * args.batch_size, args.prompt_length)
+    peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
     results = []
     for _ in range(args.repeats):
         if cuda:
@@ -156,10 +206,26 @@ def measure(method: str, args) -> list[dict]:
         if cuda:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
-        results.append({"samples_per_s": len(data) * args.batch_size / elapsed, "final_loss": loss.item()})
+        mfu = flops / elapsed / peak_flops if flops and peak_flops and args.bf16 else None
+        results.append({"samples_per_s": len(data) * args.batch_size / elapsed, "final_loss": loss.item(), "mfu": mfu})
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     trainable = sum(p.numel() for p in params)
     return [dict(r, method=method, trainable_parameters=trainable, peak_memory_gb=peak / 2**30) for r in results]
+
+
+def largest_batch(method: str, args, limit: int = 16384) -> int:
+    """The largest power-of-two multiple of --batch-size whose training steps fit in GPU memory (up to `limit`)."""
+    backbone, tokenizer, _, step = prepare(method, args)
+    fits, size = 0, args.batch_size
+    while size <= limit:
+        try:
+            for batch in batches(args, tokenizer, size):
+                step(*batch)
+            torch.cuda.synchronize()
+        except torch.OutOfMemoryError:
+            break
+        fits, size = size, size * 2
+    return fits
 
 
 def main() -> None:
@@ -175,6 +241,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--methods", default=ALL_METHODS, help=f"Comma-separated; default all: {ALL_METHODS}")
     parser.add_argument("--repeats", type=int, default=3, help="Timed passes per method; the median is reported.")
+    parser.add_argument("--synthetic-length", type=int, help="Random token ids of N/2..N tokens instead of SST-2 rows.")
+    parser.add_argument("--max-batch", action="store_true", help="Also find each method's largest batch that fits (GPU).")
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
     args.bf16 = args.device.startswith("cuda")
@@ -185,20 +253,30 @@ def main() -> None:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
             runs = pool.submit(measure, method, args).result()
         speeds = sorted(r["samples_per_s"] for r in runs)
-        rows.append(dict(runs[0], samples_per_s=statistics.median(speeds), spread=(speeds[0], speeds[-1])))
+        row = dict(runs[0], samples_per_s=statistics.median(speeds), spread=(speeds[0], speeds[-1]))
+        row["mfu"] = statistics.median(r["mfu"] for r in runs) if runs[0]["mfu"] is not None else None
+        if args.max_batch:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                row["max_batch"] = pool.submit(largest_batch, method, args).result()
+        rows.append(row)
     speed = {r["method"]: r["samples_per_s"] for r in rows}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    texts = f"random texts of {args.synthetic_length // 2}-{args.synthetic_length} tokens" if args.synthetic_length else f"SST-2 text <= {args.max_tokens} tokens"
     print(f"\n{args.model}{' (random init)' if args.random_init else ''} on {device}, {date.today()}, batch {args.batch_size}, "
-          f"text <= {args.max_tokens} tokens, P = {args.prompt_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+          f"{texts}, P = {args.prompt_length}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
           f"median of {args.repeats} timed passes of {args.steps} steps after an untimed one, one process per method")
     memory = "peak GPU memory (GB)" if args.device.startswith("cuda") else "peak process RSS (GB)"
-    print(f"| method | samples/s (min-max) | vs PEFT anchor | {memory} | trainable params |")
-    print("|---|---|---|---|---|")
+    extra = " largest batch |" if args.max_batch else ""
+    print(f"| method | samples/s (min-max) | vs PEFT anchor | vs suffix-full-pass | MFU | {memory} |{extra} trainable params |")
+    print("|---|---|---|---|---|---|" + ("---|" if args.max_batch else "") + "---|")
     for r in rows:
         anchor = ANCHORS.get(r["method"])
         ratio = f"{r['samples_per_s'] / speed[anchor]:.2f}x {anchor}" if anchor in speed else "-"
+        own = f"{r['samples_per_s'] / speed['suffix-full-pass']:.2f}x" if r["method"] in ("suffix", "suffix-cached") and "suffix-full-pass" in speed else "-"
+        mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         spread = f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f}"
-        print(f"| {r['method']} | {r['samples_per_s']:.1f} ({spread}) | {ratio} | {r['peak_memory_gb']:.2f} | {r['trainable_parameters']:,} |")
+        largest = f" {r['max_batch']} |" if args.max_batch else ""
+        print(f"| {r['method']} | {r['samples_per_s']:.1f} ({spread}) | {ratio} | {own} | {mfu} | {r['peak_memory_gb']:.2f} |{largest} {r['trainable_parameters']:,} |")
     if "full" in speed and "deep-prefix" in speed:
         print(f"\nfull fine-tuning takes {speed['deep-prefix'] / speed['full']:.2f}x as long per sample as deep-prefix "
               "(Prefix-Tuning reports about 1.5x)")
