@@ -167,6 +167,8 @@ def train(
         "failure": failure,
         "task": task.name,
         "method": method_args.method,
+        "method_facts": method.facts(),
+        "prompt_length": classifier.method.added_positions or None,
         "head": method_args.head,
         "pooling": method_args.pooling,
         "model": model_args.model,
