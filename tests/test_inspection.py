@@ -61,9 +61,9 @@ def test_compare_and_the_cli(tiny_model_dir, tmp_path, capsys):
     assert "nearest-token prompt: ' great good'" in capsys.readouterr().out
 
 
-def test_a_method_without_a_soft_prompt_is_refused_by_name(tiny_model_dir, tmp_path, capsys):
+def test_a_method_without_prompt_vectors_is_refused_by_name(tiny_model_dir, tmp_path, capsys):
     directory, _ = save_classifier(tiny_model_dir, tmp_path, "probe", method="head")
-    with pytest.raises(ConfigError, match="method 'head' has no soft prompt"):
+    with pytest.raises(ConfigError, match="method 'head' has no prompt vectors"):
         inspect_prompt(directory)
     assert main(["inspect", str(directory)]) == 2
-    assert "inspect a suffix or prefix run" in capsys.readouterr().err
+    assert "inspect a run of prefix or suffix" in capsys.readouterr().err

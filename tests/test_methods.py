@@ -225,8 +225,21 @@ def test_last_blocks_refuses_more_blocks_than_the_model_has(tokenizer_dir):
         Classifier.build(model, tokenizer, toy_task(2), "last-blocks", LastBlocksConfig(blocks=3))
 
 
-def test_every_method_is_registered_with_a_config_and_learning_rate():
+def test_every_method_is_registered_with_a_config_learning_rate_and_report_order():
     assert set(METHODS) == {"suffix", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
     for method in METHODS.values():
         assert method.default_learning_rate > 0
         method.config_class()  # defaults are valid
+    by_order = sorted(METHODS, key=lambda name: METHODS[name].report_order)
+    assert by_order == ["suffix", "prefix", "deep-prefix", "lora", "last-blocks", "full", "head"]
+    assert len({method.report_order for method in METHODS.values()}) == len(METHODS)
+
+
+@pytest.mark.parametrize("variant", list(CONFIGS))
+def test_declared_facts_are_what_the_method_does(tokenizer_dir, variant):
+    classifier, _ = build("gpt2", tokenizer_dir, variant)
+    method, hidden = classifier.method, classifier.backbone.get_input_embeddings().embedding_dim
+    assert (method.added_positions > 0) == method.adds_prompt_positions
+    prompt = method.prompt_vectors()
+    assert (prompt is not None) == method.has_prompt_vectors
+    assert prompt is None or (prompt.shape == (method.added_positions, hidden) and prompt.requires_grad)

@@ -13,6 +13,8 @@ import pytest
 from conftest import write_toy_csv
 from suffixtune import results
 from suffixtune.cli import main
+from suffixtune.methods import METHODS, Method, register_method
+from suffixtune.report import plots
 from suffixtune.report.tables import summary_table
 
 
@@ -23,6 +25,7 @@ def test_summary_table_means_stds_and_bolds_the_best_of_each_column():
         "model": ["gpt2", "gpt2", "gpt2", "gpt2", "gpt2", "gpt2-medium"],
         "task": ["sst2"] * 6,
         "accuracy": [0.80, 0.90, 0.86, 0.86, 0.87, 0.70],
+        "report_order": [10, 10, 20, 20, 70, 10],
     })
     table = summary_table(frame, "accuracy")
     assert table.column_key == "model" and table.columns == ["gpt2", "gpt2-medium"]
@@ -33,6 +36,47 @@ def test_summary_table_means_stds_and_bolds_the_best_of_each_column():
     assert markdown[4] == "| head | – | **0.870** |  |"  # 0.870 beats the suffix mean 0.850 although one suffix seed is higher
     latex = table.to_latex()
     assert "head & – & \\textbf{0.870} &  \\\\" in latex and "0.850 $\\pm$ 0.071" in latex
+
+
+class Readout(Method):
+    """A method added elsewhere: positions after the text but no prompt vectors, ranked between suffix and prefix."""
+
+    name = "readout"
+    default_learning_rate = 1e-3
+    adds_prompt_positions = True
+    report_order = 15
+
+
+@pytest.fixture
+def readout():
+    register_method(Readout)
+    yield Readout
+    del METHODS[Readout.name]
+
+
+def stored(method: str, accuracy: float, prompt_length: int | None = None, old: bool = False) -> dict:
+    """What results reads of a run's metrics.json: as `train` writes it, or (old) as it did before method facts."""
+    record = {"run_id": f"{method}-{accuracy}", "name": method, "status": "ok", "method": method, "model": "gpt2",
+              "task": "sst2", "eval": {"eval_accuracy": accuracy}}
+    if old:
+        return record | {"config": {"method_config": {"prompt_length": prompt_length}}}
+    return record | {"method_facts": METHODS[method].facts(), "prompt_length": prompt_length}
+
+
+def test_the_report_takes_a_methods_order_and_prompt_from_its_runs_records(readout):
+    frame = pd.DataFrame([results.run_row("study", record) for record in [
+        stored("head", 0.80), stored("suffix", 0.90, 4), stored("readout", 0.75, 2),
+        stored("prefix", 0.70, 4, old=True),  # from the registry
+        stored("retired", 0.60, 4, old=True),  # unregistered: no prompt, last
+    ]])
+    table = summary_table(frame, "accuracy")
+    assert table.rows == [("suffix", "4"), ("readout", "2"), ("prefix", "4"), ("head", "–"), ("retired", "–")]
+    assert table.to_markdown().splitlines()[3] == "| readout | 2 | 0.750 |"
+    assert list(frame.loc[frame["has_prompt_vectors"], "method"]) == ["suffix", "prefix"]  # the prompts inspected
+    figure = plots.best_vs_prompt_length(frame, "accuracy")
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    plots.plt.close(figure)
+    assert sorted(legend) == ["head (no prompt)", "prefix", "readout", "retired (no prompt)", "suffix"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +104,7 @@ def test_report_from_stored_runs(sweep_storage, tmp_path):
     assert main(["report", "--storage", str(sweep_storage), "--out", str(out)]) == 0
     frame = results.load(sweep_storage)
     assert len(frame) == 10  # suffix and prefix × 2 lengths × 2 seeds, head × 2 seeds
+    assert all(run.record["method_facts"] == METHODS[run.method].facts() for run in frame.itertuples())
 
     means = frame.assign(p=frame["prompt_length"].fillna(0)).groupby(["method", "p"])["accuracy"].mean()
     bold = [line for line in (out / "tables.md").read_text().splitlines() if "**" in line]

@@ -33,7 +33,8 @@ def run_train(argv: list[str]) -> int:
     from .training import train
 
     record = train(model_args, data_args, method_args, method_config, training_args)
-    print(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, the main process prints
+        print_line(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
     return 0
 
 
@@ -50,6 +51,13 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
             taking = False
             rest.append(arg)
     return rest + [flag, *values] if seen else rest
+
+
+def print_line(text: str) -> None:
+    """One whole line on stdout in one write, so output of other processes sharing the pipe cannot split it."""
+    sys.stdout.flush()
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def option_flags(config_class: type) -> set[str]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .classifier import Classifier
 from .errors import ConfigError
-from .methods.soft_prompt import SoftPrompt
+from .methods import METHODS
 from .training.arguments import DataArguments
 
 
@@ -38,11 +38,13 @@ class PromptInspection:
         return self.soft_metrics[name] - self.hard_metrics[name]
 
 
-def soft_prompt(classifier: Classifier, directory: str | os.PathLike) -> SoftPrompt:
-    if not isinstance(classifier.method, SoftPrompt):
-        raise ConfigError(f"{directory}: method {classifier.method.name!r} has no soft prompt to inspect; "
-                          "inspect a suffix or prefix run")
-    return classifier.method
+def prompt_vectors(classifier: Classifier, directory: str | os.PathLike) -> torch.Tensor:
+    prompt = classifier.method.prompt_vectors()
+    if prompt is None:
+        methods = " or ".join(sorted(name for name, method in METHODS.items() if method.has_prompt_vectors))
+        raise ConfigError(f"{directory}: method {classifier.method.name!r} has no prompt vectors to inspect; "
+                          f"inspect a run of {methods}")
+    return prompt
 
 
 @torch.no_grad()
@@ -71,15 +73,15 @@ def inspect_prompt(
     from .training.run import evaluate_classifier
 
     classifier = Classifier.from_pretrained(directory, device=device)
-    method = soft_prompt(classifier, directory)
-    nearest = nearest_tokens(classifier, method.prompt, top_k)
+    prompt = prompt_vectors(classifier, directory)
+    nearest = nearest_tokens(classifier, prompt, top_k)
     top_ids = [position[0]["token_id"] for position in nearest]
-    inspection = PromptInspection(str(directory), method.name, nearest, classifier.tokenizer.decode(top_ids))
+    inspection = PromptInspection(str(directory), classifier.method.name, nearest, classifier.tokenizer.decode(top_ids))
     if data is not None:
         inspection.soft_metrics = soft_metrics or evaluate_classifier(classifier, data, batch_size)
         with torch.no_grad():
             embeddings = classifier.backbone.get_input_embeddings().weight
-            method.prompt.copy_(embeddings[torch.tensor(top_ids, device=embeddings.device)].float())
+            prompt.copy_(embeddings[torch.tensor(top_ids, device=embeddings.device)].float())
         inspection.hard_metrics = evaluate_classifier(classifier, data, batch_size)
     return inspection
 
@@ -90,7 +92,7 @@ def compare_prompts(first: str | os.PathLike, second: str | os.PathLike) -> dict
     prompts = []
     for directory in (first, second):
         classifier = Classifier.from_pretrained(directory, device="cpu")
-        prompts.append(soft_prompt(classifier, directory).prompt.float())
+        prompts.append(prompt_vectors(classifier, directory).float())
     a, b = prompts
     if a.shape[-1] != b.shape[-1]:
         raise ConfigError(f"{first} and {second} are prompts of models with different widths ({a.shape[-1]} vs {b.shape[-1]})")

@@ -14,10 +14,12 @@ from optuna.trial import TrialState
 
 from .artifacts import atomic_write
 from .errors import ConfigError
+from .methods import METHODS
 from .sweeps.runner import RECORD_ATTR
 from .sweeps.storage import open_storage
 
 SETTING_COLUMNS = ("model", "task", "method", "prompt_length", "seed", "learning_rate", "head", "max_train_samples")
+NO_PROMPT = {"has_prompt_vectors": False, "adds_prompt_positions": False, "report_order": None}
 
 
 def storage_url(storage: str | os.PathLike) -> str:
@@ -35,8 +37,9 @@ def load(storage: str | os.PathLike, study: str | None = None, per_epoch: bool =
     """One row per finished run (or, with per_epoch, per run and evaluation) of every study or of `study`.
 
     Columns: study, run_id, name, status, the run's settings (model, task, method, prompt_length, seed, ...), its
-    evaluation metrics, trainable_parameters, train_samples_per_second, peak_memory_bytes, wall_time_s, versions
-    and commit, and `record`, the run's whole metrics.json.
+    method's facts (has_prompt_vectors, adds_prompt_positions, report_order), its evaluation metrics,
+    trainable_parameters, train_samples_per_second, peak_memory_bytes, wall_time_s, versions and commit, and
+    `record`, the run's whole metrics.json.
     """
     rdb = open_storage(storage_url(storage), heartbeat_interval=None)
     names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
@@ -60,6 +63,9 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
            "slot": record.get("slot"), "name": record["name"], "status": record["status"], "failure": record.get("failure")}
     row |= {key: settings.get(key, resolved_setting(record, key)) for key in SETTING_COLUMNS}
     row |= {key: value for key, value in settings.items() if key not in row}
+    row |= method_facts(record)
+    if not row["adds_prompt_positions"]:
+        row["prompt_length"] = None
     row |= {key.removeprefix("eval_"): value for key, value in record["eval"].items()}
     row |= {key: record.get(key) for key in ("trainable_parameters", "total_parameters", "train_rows", "eval_rows",
                                              "train_samples_per_second", "train_tokens_per_second", "train_runtime_s",
@@ -69,14 +75,20 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def method_facts(record: dict[str, Any]) -> dict[str, Any]:
+    """The run's method facts as recorded; for records older than that, the registered method's; else no prompt."""
+    if "method_facts" in record:
+        return record["method_facts"]
+    method = METHODS.get(record["method"])
+    return NO_PROMPT if method is None else method.facts()
+
+
 def resolved_setting(record: dict[str, Any], key: str) -> Any:
     """A setting the sweep left at its default, as the run resolved it (task, learning_rate, prompt_length, ...)."""
     if record.get(key) is not None:
         return record[key]
     config = record.get("config", {})
-    if key == "prompt_length":
-        return config.get("method_config", {}).get(key)
-    for section in ("model", "data", "method", "training"):
+    for section in ("model", "data", "method", "method_config", "training"):
         if config.get(section, {}).get(key) is not None:
             return config[section][key]
     return None

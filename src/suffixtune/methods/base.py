@@ -55,6 +55,9 @@ class Method(nn.Module):
     trains_backbone_weights: ClassVar[bool] = False
     modifies_backbone: ClassVar[bool] = False  # changes the backbone it is built on (its weights or its modules)
     shares_text_cache: ClassVar[bool] = False  # adds nothing before or inside the text, so texts' caches serve it
+    has_prompt_vectors: ClassVar[bool] = False  # trains `prompt_vectors`, which inspection compares with the vocabulary
+    adds_prompt_positions: ClassVar[bool] = False  # its `added_positions` are a prompt length
+    report_order: ClassVar[int]  # its place in report tables and figures, lowest first
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__()
@@ -78,6 +81,16 @@ class Method(nn.Module):
     def added_positions(self) -> int:
         """Positions this method takes from the model's context for every row."""
         return 0
+
+    @classmethod
+    def facts(cls) -> dict[str, Any]:
+        """What reports need to know of the method, stored in every run's record."""
+        return {"has_prompt_vectors": cls.has_prompt_vectors, "adds_prompt_positions": cls.adds_prompt_positions,
+                "report_order": cls.report_order}
+
+    def prompt_vectors(self) -> nn.Parameter | None:
+        """[P, H] trained vectors in the input embedding space, for methods with `has_prompt_vectors`; None: none."""
+        return None
 
     def suffix_embeddings(self) -> torch.Tensor | None:
         """[P, H] vectors this method places after the text, for methods that share the text cache; None: none."""

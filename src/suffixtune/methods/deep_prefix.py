@@ -56,6 +56,8 @@ class DeepPrefix(Method):
     config_class: ClassVar[type[MethodConfig]] = DeepPrefixConfig
     default_learning_rate: ClassVar[float] = 3e-3
     supports_activation_checkpointing: ClassVar[bool] = False
+    adds_prompt_positions: ClassVar[bool] = True
+    report_order: ClassVar[int] = 30
 
     def __init__(self, config: DeepPrefixConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

@@ -46,6 +46,7 @@ class FullFineTuning(Method):
     default_head_learning_rate: ClassVar[float | None] = 3e-3  # a new layer: at 2e-5 it barely moves in one epoch
     trains_backbone_weights: ClassVar[bool] = True
     modifies_backbone: ClassVar[bool] = True
+    report_order: ClassVar[int] = 60
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)
@@ -71,6 +72,7 @@ class LastBlocks(Method):
     default_head_learning_rate: ClassVar[float | None] = 3e-3
     trains_backbone_weights: ClassVar[bool] = True
     modifies_backbone: ClassVar[bool] = True
+    report_order: ClassVar[int] = 50
 
     def __init__(self, config: LastBlocksConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

@@ -14,6 +14,7 @@ class LinearProbe(Method):
     name = "head"
     default_learning_rate: ClassVar[float] = 3e-3
     shares_text_cache: ClassVar[bool] = True
+    report_order: ClassVar[int] = 70
 
     @classmethod
     def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:

@@ -68,6 +68,7 @@ class Lora(Method):
     default_learning_rate: ClassVar[float] = 5e-4
     default_head_learning_rate: ClassVar[float | None] = 3e-3
     modifies_backbone: ClassVar[bool] = True
+    report_order: ClassVar[int] = 40
 
     def __init__(self, config: LoraMethodConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

@@ -48,6 +48,8 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, text: str, length: int)
 class SoftPrompt(Method):
     config_class: ClassVar[type[MethodConfig]] = SoftPromptConfig
     default_learning_rate: ClassVar[float] = 3e-3
+    has_prompt_vectors: ClassVar[bool] = True
+    adds_prompt_positions: ClassVar[bool] = True
     before_text: ClassVar[bool]
 
     def __init__(self, config: SoftPromptConfig, backbone: PreTrainedModel):
@@ -58,6 +60,9 @@ class SoftPrompt(Method):
     @property
     def added_positions(self) -> int:
         return self.config.prompt_length
+
+    def prompt_vectors(self) -> nn.Parameter:
+        return self.prompt
 
     @torch.no_grad()
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
@@ -88,6 +93,7 @@ class Suffix(SoftPrompt):
     """Prompt after the text: the text's key/value cache is the same for every task."""
 
     name = "suffix"
+    report_order = 10
     before_text = False
     shares_text_cache = True
 
@@ -100,4 +106,5 @@ class Prefix(SoftPrompt):
     """Prompt before the text, as in Lester et al. (2021) prompt tuning."""
 
     name = "prefix"
+    report_order = 20
     before_text = True

@@ -98,12 +98,12 @@ def main_metric(frame: pd.DataFrame) -> str:
 
 
 def inspect_best_prompts(frame: pd.DataFrame, metric: str, evaluate: bool) -> tuple[list[dict], list[dict]]:
-    """Nearest tokens of the best suffix and prefix run per model and task; seed-to-seed similarity of its setting."""
+    """Nearest tokens of the best run per model, task and prompt-vector method; seed-to-seed similarity of its setting."""
     from ..inspection import compare_prompts, inspect_prompt
     from ..training.arguments import DataArguments
 
     inspections, comparisons = [], []
-    prompted = frame[frame["method"].isin(["suffix", "prefix"]) & (frame["status"] == "ok")]
+    prompted = frame[frame["has_prompt_vectors"] & (frame["status"] == "ok")]
     for _, group in prompted.groupby(["model", "task", "method"]):
         best = group.loc[group[metric].idxmax()]
         if not Path(best["directory"], "suffixtune_config.json").is_file():

@@ -12,10 +12,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .tables import METHOD_ORDER  # noqa: E402
+from .tables import method_order  # noqa: E402
 
-PROMPT_METHODS = ("suffix", "prefix", "deep-prefix")
-COLORS = dict(zip(METHOD_ORDER, plt.get_cmap("tab10").colors, strict=False))
+
+def method_colors(frame: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    return dict(zip(method_order(frame), plt.get_cmap("tab10").colors, strict=False))
 
 
 def panels(count: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list]:
@@ -29,7 +30,8 @@ def by_model(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
     """Mean over seeds of the metric after each epoch, prompt methods only: one line per method and prompt length."""
-    prompt_runs = epochs[epochs["method"].isin(PROMPT_METHODS)]
+    colors = method_colors(epochs)
+    prompt_runs = epochs[epochs["prompt_length"].notna()]
     models = by_model(prompt_runs if len(prompt_runs) else epochs)
     figure, axes = panels(len(models))
     for axis, (model, group) in zip(axes, models, strict=True):
@@ -37,7 +39,7 @@ def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
         for (method, length), line in group.groupby(["method", "prompt_length"], sort=True):
             curve = line.groupby("epoch")[metric].mean()
             shade = 0.35 + 0.65 * (lengths.index(length) + 1) / len(lengths)
-            axis.plot(curve.index, curve.values, marker="o", color=COLORS.get(method), alpha=shade,
+            axis.plot(curve.index, curve.values, marker="o", color=colors.get(method), alpha=shade,
                       label=f"{method} P={int(length)}")
         axis.set(title=model, xlabel="epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -49,16 +51,16 @@ def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
 
 def best_vs_prompt_length(frame: pd.DataFrame, metric: str) -> Figure:
     """Metric (mean ± std over seeds) against prompt length; methods without a prompt as dashed lines."""
-    models = by_model(frame)
+    models, colors = by_model(frame), method_colors(frame)
     figure, axes = panels(len(models))
     for axis, (model, group) in zip(axes, models, strict=True):
         prompted = group[group["prompt_length"].notna()]
         for method, runs in prompted.groupby("method"):
             stats = runs.groupby("prompt_length")[metric].agg(["mean", "std"])
             axis.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                          color=COLORS.get(method), label=method)
+                          color=colors.get(method), label=method)
         for method, runs in group[group["prompt_length"].isna()].groupby("method"):
-            axis.axhline(runs[metric].mean(), linestyle="--", color=COLORS.get(method), label=f"{method} (no prompt)")
+            axis.axhline(runs[metric].mean(), linestyle="--", color=colors.get(method), label=f"{method} (no prompt)")
         if len(prompted):
             axis.set_xscale("log", base=2)
             ticks = sorted(prompted["prompt_length"].unique())
@@ -73,13 +75,14 @@ def best_vs_prompt_length(frame: pd.DataFrame, metric: str) -> Figure:
 def metric_vs_parameters(frame: pd.DataFrame, metric: str) -> Figure:
     """Each configuration's mean metric against its trainable parameters, log scale; one marker shape per model."""
     figure, axis = plt.subplots(figsize=(6, 4), layout="constrained")
+    colors = method_colors(frame)
     markers = dict(zip(sorted(frame["model"].astype(str).unique()), "osD^v<>", strict=False))
     keys = ["model", "method", "prompt_length"]
     stats = frame.assign(prompt_length=frame["prompt_length"].fillna(-1)).groupby(keys)
     points = stats.agg(parameters=("trainable_parameters", "mean"), value=(metric, "mean")).reset_index()
     for method, group in points.groupby("method"):
         for model, runs in group.groupby("model"):
-            axis.scatter(runs["parameters"], runs["value"], color=COLORS.get(method), marker=markers[str(model)],
+            axis.scatter(runs["parameters"], runs["value"], color=colors.get(method), marker=markers[str(model)],
                          label=f"{method}" + (f" · {model}" if len(markers) > 1 else ""))
     axis.set_xscale("log")
     axis.set(xlabel="trainable parameters (log scale)", ylabel=metric)
@@ -91,7 +94,7 @@ def metric_vs_parameters(frame: pd.DataFrame, metric: str) -> Figure:
 def throughput_and_memory(frame: pd.DataFrame) -> Figure:
     """Training throughput and peak memory per method (mean over its runs), grouped by model."""
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    methods = [m for m in METHOD_ORDER if m in set(frame["method"])] + sorted(set(frame["method"]) - set(METHOD_ORDER))
+    methods = method_order(frame)
     models = sorted(frame["model"].astype(str).unique())
     width = 0.8 / len(models)
     for index, model in enumerate(models):

@@ -9,7 +9,6 @@ from html import escape
 import pandas as pd
 
 ROW_KEYS = ("method", "prompt_length")
-METHOD_ORDER = ("suffix", "prefix", "deep-prefix", "lora", "last-blocks", "full", "head")
 
 
 @dataclass
@@ -100,12 +99,18 @@ def summary_table(frame: pd.DataFrame, metric: str, column: str | None = None) -
     frame = frame.assign(_row_p=frame["prompt_length"].map(prompt_length_label), _column=frame[column].map(lambda v: "–" if pd.isna(v) else str(v)))
     grouped = frame.groupby(["method", "_row_p", "_column"])[metric].agg(["mean", "std", "count"])
     cells = {((method, p), col): Cell(row["mean"], row["std"], int(row["count"])) for (method, p, col), row in grouped.iterrows()}
-    rows = sorted({row for row, _ in cells}, key=row_order)
+    methods = method_order(frame)
+    rows = sorted({row for row, _ in cells}, key=lambda row: row_order(row, methods))
     columns = sorted({col for _, col in cells})
     return SummaryTable(metric, column, rows, columns, cells)
 
 
-def row_order(row: tuple[str, str]) -> tuple:
+def row_order(row: tuple[str, str], methods: list[str]) -> tuple[int, int]:
     method, p = row
-    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return rank, method, int(p) if p.isdigit() else -1
+    return methods.index(method), int(p) if p.isdigit() else -1
+
+
+def method_order(frame: pd.DataFrame) -> list[str]:
+    """The frame's methods by their runs' report_order; methods without one last, by name."""
+    ranks = frame.groupby("method")["report_order"].first()
+    return sorted(ranks.index, key=lambda method: (math.inf if pd.isna(ranks[method]) else ranks[method], method))

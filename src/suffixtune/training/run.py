@@ -210,6 +210,8 @@ def train(
 
     shared = {
         "method": method_args.method,
+        "method_facts": method.facts(),
+        "prompt_length": next(iter(classifiers.values())).method.added_positions or None,
         "head": method_args.head,
         "pooling": method_args.pooling,
         "model": model_args.model,
