@@ -52,8 +52,8 @@ TASK = Task(name="bench", text_columns=("sentence",), label_names=("negative", "
 ANCHORS = {"suffix": "peft-prompt-tuning", "prefix": "peft-prompt-tuning", "per-row-suffix": "peft-prompt-tuning",
            "deep-prefix": "peft-prefix-tuning", "lora": "peft-lora"}
 ANCHORS.update({"suffix-full-pass": "peft-prompt-tuning", "suffix-cached": "peft-prompt-tuning"})
-ALL_METHODS = ("suffix,suffix-full-pass,suffix-cached,prefix,peft-prompt-tuning,per-row-suffix,deep-prefix,"
-               "peft-prefix-tuning,lora,peft-lora,last-blocks,head,head-cached,full")
+ALL_METHODS = ("peft-prompt-tuning,suffix-full-pass,suffix,suffix-cached,prefix,per-row-suffix,peft-prefix-tuning,"
+               "deep-prefix,peft-lora,lora,last-blocks,head,head-cached,full")
 VARIANTS = {  # bench name: (registered method, frozen_text, text cache)
     "per-row-suffix": ("suffix", False, False),
     "suffix-full-pass": ("suffix", False, False),
@@ -216,10 +216,10 @@ def measure(method: str, args) -> list[dict]:
 def largest_batch(method: str, args, limit: int = 16384) -> int:
     """The largest power-of-two multiple of --batch-size whose training steps fit in GPU memory (up to `limit`)."""
     backbone, tokenizer, _, step = prepare(method, args)
-    fits, size = 0, args.batch_size
+    fits, size, two_steps = 0, args.batch_size, argparse.Namespace(**{**vars(args), "steps": 2})
     while size <= limit:
         try:
-            for batch in batches(args, tokenizer, size):
+            for batch in batches(two_steps, tokenizer, size):
                 step(*batch)
             torch.cuda.synchronize()
         except torch.OutOfMemoryError:
@@ -248,18 +248,6 @@ def main() -> None:
     args.bf16 = args.device.startswith("cuda")
     methods = args.methods.split(",")
     spawn = multiprocessing.get_context("spawn")
-    rows = []
-    for method in methods:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            runs = pool.submit(measure, method, args).result()
-        speeds = sorted(r["samples_per_s"] for r in runs)
-        row = dict(runs[0], samples_per_s=statistics.median(speeds), spread=(speeds[0], speeds[-1]))
-        row["mfu"] = statistics.median(r["mfu"] for r in runs) if runs[0]["mfu"] is not None else None
-        if args.max_batch:
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                row["max_batch"] = pool.submit(largest_batch, method, args).result()
-        rows.append(row)
-    speed = {r["method"]: r["samples_per_s"] for r in rows}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     texts = f"random texts of {args.synthetic_length // 2}-{args.synthetic_length} tokens" if args.synthetic_length else f"SST-2 text <= {args.max_tokens} tokens"
     print(f"\n{args.model}{' (random init)' if args.random_init else ''} on {device}, {date.today()}, batch {args.batch_size}, "
@@ -268,15 +256,26 @@ def main() -> None:
     memory = "peak GPU memory (GB)" if args.device.startswith("cuda") else "peak process RSS (GB)"
     extra = " largest batch |" if args.max_batch else ""
     print(f"| method | samples/s (min-max) | vs PEFT anchor | vs suffix-full-pass | MFU | {memory} |{extra} trainable params |")
-    print("|---|---|---|---|---|---|" + ("---|" if args.max_batch else "") + "---|")
-    for r in rows:
-        anchor = ANCHORS.get(r["method"])
+    print("|---|---|---|---|---|---|" + ("---|" if args.max_batch else "") + "---|", flush=True)
+    rows, speed = [], {}
+    for method in methods:  # each row prints as soon as it is measured; list anchors first for their ratios
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            runs = pool.submit(measure, method, args).result()
+        speeds = sorted(r["samples_per_s"] for r in runs)
+        r = dict(runs[0], samples_per_s=statistics.median(speeds), spread=(speeds[0], speeds[-1]))
+        r["mfu"] = statistics.median(x["mfu"] for x in runs) if runs[0]["mfu"] is not None else None
+        if args.max_batch:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                r["max_batch"] = pool.submit(largest_batch, method, args).result()
+        rows.append(r)
+        speed[method] = r["samples_per_s"]
+        anchor = ANCHORS.get(method)
         ratio = f"{r['samples_per_s'] / speed[anchor]:.2f}x {anchor}" if anchor in speed else "-"
-        own = f"{r['samples_per_s'] / speed['suffix-full-pass']:.2f}x" if r["method"] in ("suffix", "suffix-cached") and "suffix-full-pass" in speed else "-"
+        own = f"{r['samples_per_s'] / speed['suffix-full-pass']:.2f}x" if method in ("suffix", "suffix-cached") and "suffix-full-pass" in speed else "-"
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         spread = f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f}"
         largest = f" {r['max_batch']} |" if args.max_batch else ""
-        print(f"| {r['method']} | {r['samples_per_s']:.1f} ({spread}) | {ratio} | {own} | {mfu} | {r['peak_memory_gb']:.2f} |{largest} {r['trainable_parameters']:,} |")
+        print(f"| {method} | {r['samples_per_s']:.1f} ({spread}) | {ratio} | {own} | {mfu} | {r['peak_memory_gb']:.2f} |{largest} {r['trainable_parameters']:,} |", flush=True)
     if "full" in speed and "deep-prefix" in speed:
         print(f"\nfull fine-tuning takes {speed['deep-prefix'] / speed['full']:.2f}x as long per sample as deep-prefix "
               "(Prefix-Tuning reports about 1.5x)")
