@@ -131,7 +131,8 @@ def ours(backbone, tokenizer, method: str, args):
 
 def step_flops(method: str, backbone, text_tokens: int, rows: int, prompt_length: int) -> float | None:
     """FLOPs one training step must do (see the module's docstring), or None where it is not counted."""
-    blocks = sum(p.numel() for name, p in backbone.base_model.named_parameters() if ".h." in name or ".layers." in name)
+    embeddings = ("wte", "wpe", "embed_tokens")
+    blocks = sum(p.numel() for name, p in backbone.base_model.named_parameters() if not name.startswith(embeddings))
     suffix, all_positions = rows * prompt_length, text_tokens + rows * prompt_length
     flops = {
         "suffix": 2 * text_tokens + 4 * suffix, "suffix-cached": 4 * suffix, "suffix-full-pass": 4 * all_positions,

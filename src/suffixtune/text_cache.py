@@ -178,8 +178,9 @@ class TextCache:
         if missing:
             index = torch.tensor(missing, device=input_ids.device)
             state = encode_texts(backbone, input_ids[index], attention_mask[index], keep_cache)
+            lengths = state.lengths.tolist()
             for j, i in enumerate(missing):
-                entries[i] = entry_of(state, j, keep_cache)
+                entries[i] = entry_of(state, j, lengths[j], keep_cache)
                 self.store.put(keys[i], entries[i])
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -194,9 +195,8 @@ class TextCache:
         return {"store": store, "hits": self.hits, "misses": self.misses}
 
 
-def entry_of(state: TextState, row: int, keep_cache: bool) -> Entry:
+def entry_of(state: TextState, row: int, length: int, keep_cache: bool) -> Entry:
     """One text's entry, copied out of a batch (so the batch's tensors can be freed)."""
-    length = int(state.lengths[row])
     entry = {"length": torch.tensor([length]), "hidden": torch.stack([state.last_hidden[row].float(), state.hidden_sum[row]])}
     if keep_cache:
         layers = [t[row, :, :length] for pair in zip(state.keys, state.values, strict=True) for t in pair]
@@ -206,7 +206,7 @@ def entry_of(state: TextState, row: int, keep_cache: bool) -> Entry:
 
 def stack_entries(entries: list[Entry], device: torch.device, keep_cache: bool) -> TextState:
     hidden = torch.stack([e["hidden"] for e in entries]).to(device)  # [B, 2, H]
-    lengths = torch.cat([e["length"] for e in entries]).to(device)
+    lengths = torch.cat([e["length"] for e in entries])  # on the CPU: reading its max waits for no GPU work
     keys, values = [], []
     if keep_cache:
         first = entries[0]["kv"]
@@ -214,7 +214,7 @@ def stack_entries(entries: list[Entry], device: torch.device, keep_cache: bool) 
         for row, entry in enumerate(entries):
             kv[:, row, :, : entry["kv"].shape[2]] = entry["kv"].to(device, non_blocking=True)
         keys, values = list(kv[0::2]), list(kv[1::2])
-    return TextState(keys, values, lengths, hidden[:, 0], hidden[:, 1])
+    return TextState(keys, values, lengths.to(device), hidden[:, 0], hidden[:, 1])
 
 
 def cache_directory(root: Path, description: dict) -> Path:

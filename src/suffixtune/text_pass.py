@@ -115,19 +115,21 @@ def suffix_hidden(backbone: PreTrainedModel, state: TextState, prompts: list[tor
     """
     lengths = state.lengths
     packed = torch.cat(prompts).to(backbone.get_input_embeddings().weight.dtype)  # [S, H], as the full pass feeds them
-    sizes = [len(p) for p in prompts]
-    block = torch.repeat_interleave(torch.arange(len(prompts), device=packed.device), torch.tensor(sizes, device=packed.device))
-    starts = torch.tensor([0, *sizes], device=packed.device).cumsum(0)[:-1]
-    steps = torch.arange(len(block), device=packed.device) - starts[block]  # [S], j within each suffix
+    block, steps = packing(prompts, packed.device)
     inputs = packed.expand(len(lengths), -1, -1)
     positions = lengths[:, None] + steps
-    if len(prompts) == 1:
-        mask = torch.cat([state.mask, torch.ones(len(lengths), len(block), dtype=torch.bool, device=lengths.device)], 1).long()
-    else:
-        mask = attention_mask_4d(backbone, suffix_block_mask(state.mask, block), packed.dtype)
+    mask = attention_mask_4d(backbone, suffix_block_mask(state.mask, block), packed.dtype)  # 4D: taken as is, no sync
     cache = DynamicCache(list(zip(state.keys, state.values, strict=True)))  # a fresh cache: the update copies, `state` stays
     hidden = backbone_call(backbone, cache, inputs_embeds=inputs, position_ids=positions, attention_mask=mask, use_cache=True).last_hidden_state
-    return list(hidden.split(sizes, dim=1))
+    return list(hidden.split([len(p) for p in prompts], dim=1))
+
+
+def packing(prompts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """([S] which prompt each packed position belongs to, [S] its step j within that prompt), built on `device`
+    from Python sizes: nothing waits for the GPU (as repeat_interleave with a device tensor would)."""
+    block = torch.cat([torch.full((len(p),), k, device=device) for k, p in enumerate(prompts)])
+    steps = torch.cat([torch.arange(len(p), device=device) for p in prompts])
+    return block, steps
 
 
 @torch.no_grad()
@@ -149,9 +151,7 @@ def packed_pass(
     sizes = [len(p) for p in present]
     mask = None
     if present:
-        block = torch.repeat_interleave(torch.arange(len(present), device=device), torch.tensor(sizes, device=device))
-        starts = torch.tensor([0, *sizes], device=device).cumsum(0)[:-1]
-        steps = torch.arange(len(block), device=device) - starts[block]  # [S], j within each suffix
+        block, steps = packing(present, device)
         inputs = torch.cat([inputs, torch.cat(present).to(inputs.dtype).expand(batch, -1, -1)], 1)  # [B, L+S, H]
         positions = torch.cat([positions, lengths[:, None] + steps], 1)
         text_mask = torch.arange(width, device=device) < lengths[:, None]
