@@ -53,6 +53,12 @@ def check_base_model(directory: str | os.PathLike, config: ClassifierConfig, bac
         )
 
 
+def checkpointing(backbone: PreTrainedModel) -> bool:
+    """Whether activation checkpointing is on (transformers 5.24 renamed is_gradient_checkpointing)."""
+    flag = getattr(type(backbone), "is_activation_checkpointing", None)
+    return bool(backbone.is_activation_checkpointing if flag is not None else backbone.is_gradient_checkpointing)
+
+
 def length_sorted_batches(tokenizer: PreTrainedTokenizerBase, token_ids: list[list[int]], batch_size: int, device):
     """(row indices, padded batch) over rows sorted by length, so batches waste little on padding."""
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
@@ -163,7 +169,7 @@ class Classifier(nn.Module):
         return self.runs_text_apart_when_training() and (torch.is_grad_enabled() or self.text_cache is not None)
 
     def runs_text_apart_when_training(self) -> bool:
-        return self.frozen_text and self.method.shares_text_cache and not self.backbone.is_gradient_checkpointing
+        return self.frozen_text and self.method.shares_text_cache and not checkpointing(self.backbone)
 
     def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
         keep_cache = self.method.suffix_embeddings() is not None
