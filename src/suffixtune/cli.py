@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: suffixtune {{{','.join(COMMANDS)}}} ... (suffixtune COMMAND --help for its flags)", file=sys.stderr)
         return EXIT_BAD_INPUT
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("suffixtune.text_cache").setLevel(logging.INFO)  # where the text cache lives and what it costs
     try:
         return COMMANDS[argv[0]](argv[1:])
     except SuffixTuneError as error:

@@ -281,7 +281,7 @@ def open_text_cache(
             )
             return None
     if mode == "memory":
-        logger.warning("text cache in memory: %s (budget %s)", cost.describe(), format_bytes(budget))
+        logger.info("text cache in memory: %s (budget %s)", cost.describe(), format_bytes(budget))
         return TextCache(MemoryStore(budget))
     description = {
         "format": FORMAT, "base_model": backbone.name_or_path, "weights": weights_hash(backbone),
@@ -289,5 +289,5 @@ def open_text_cache(
         "dtype": str(kv_dtype).removeprefix("torch."), "keys_values": with_kv,
     }
     path = cache_directory(root, description)
-    logger.warning("text cache on disk at %s: %s", path, cost.describe())
+    logger.info("text cache on disk at %s: %s", path, cost.describe())
     return TextCache(DiskStore(path, description))
