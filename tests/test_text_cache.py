@@ -11,7 +11,7 @@ from conftest import make_backbone, toy_task, write_toy_csv
 from suffixtune import Classifier
 from suffixtune.cli import main
 from suffixtune.methods.soft_prompt import SoftPromptConfig
-from suffixtune.text_cache import DiskStore, MemoryStore, TextCache, cache_cost, open_text_cache
+from suffixtune.text_cache import DiskStore, MemoryStore, TextCache, cache_cost, entry_bytes, open_text_cache
 
 TEXTS = ["a fine film", "it was dull and far too long", "wonderful", "no", "so-so at best, though well shot"]
 
@@ -147,3 +147,14 @@ def test_a_run_with_the_text_cache_trains_the_same_artifact_as_one_without(tiny_
             torch.testing.assert_close(artifacts[mode][name], tensor, atol=1e-5, rtol=0)
         assert records[mode]["eval"] == pytest.approx(records["off"]["eval"], abs=1e-6)
     assert records["off"]["text_cache"] is None and records["off"]["text_pass"] == "frozen"
+
+
+def test_a_text_twice_in_one_batch_is_kept_once(tokenizer_dir):
+    classifier, tokenizer = suffix_classifier("gpt2", tokenizer_dir)
+    store = MemoryStore(budget=10**9)
+    classifier.text_cache = TextCache(store)
+    batch = tokenizer(["same text", "same text", "other"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = classifier(batch.input_ids, batch.attention_mask).logits
+    assert len(store.entries) == 2 and store.used == sum(entry_bytes(e) for e in store.entries.values())
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-6, rtol=0)

@@ -89,6 +89,8 @@ class MemoryStore:
 
     def put(self, key: str, entry: Entry) -> None:
         size = entry_bytes(entry)
+        if key in self.entries:  # the same text twice in one batch
+            return
         if self.used + size > self.budget:
             if not self.full:
                 logger.warning("text cache: memory budget %s reached; further texts run their text pass each time", format_bytes(self.budget))
@@ -146,6 +148,8 @@ class DiskStore:
         return {name: self.shards[path].get_tensor(f"{key}.{name}") for name in parts}
 
     def put(self, key: str, entry: Entry) -> None:
+        if key in self:  # the same text twice in one batch
+            return
         self.pending[key] = {name: tensor.cpu() for name, tensor in entry.items()}
         self.pending_bytes += entry_bytes(entry)
         if self.pending_bytes >= self.shard_bytes:
