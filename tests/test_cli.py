@@ -35,6 +35,9 @@ def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
     losses = [epoch["eval_loss"] for epoch in record["epochs"]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert record["eval"]["accuracy"] >= 0.9
+    assert record["did_not_learn"] is None
+    diagnostics = {"loss", "pooled_norm", "prompt_norm", "head_grad_norm", "method_grad_norm"}
+    assert len(record["train_log"]) == 3 and all(diagnostics <= set(entry) for entry in record["train_log"])  # steps 10, 20, 30
     assert record["trainable_parameters"] == 4 * 32 + 32 * 2 + 2
     assert record["config"]["training"]["learning_rate"] == 3e-2
     assert record["train_samples_per_second"] > 0

@@ -73,6 +73,9 @@ def test_the_report_takes_a_methods_order_and_prompt_from_its_runs_records(reado
     assert table.rows == [("suffix", "4"), ("readout", "2"), ("prefix", "4"), ("head", "–"), ("retired", "–")]
     assert table.to_markdown().splitlines()[3] == "| readout | 2 | 0.750 |"
     assert list(frame.loc[frame["has_prompt_vectors"], "method"]) == ["suffix", "prefix"]  # the prompts inspected
+    assert not frame["did_not_learn"].any()  # no record says so (old records have no such field)
+    warned = results.run_row("study", stored("suffix", 0.5, 4) | {"did_not_learn": "accuracy 0.5000 is within ..."})
+    assert warned["did_not_learn"] is True
     figure = plots.best_vs_prompt_length(frame, "accuracy")
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     plots.plt.close(figure)

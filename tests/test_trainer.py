@@ -24,3 +24,49 @@ def test_head_gets_its_own_learning_rate(tokenizer_dir, tmp_path, head_learning_
     assert {rate[id(p)] for p in trainable if id(p) not in head} == {5e-5}
     decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] for p in group["params"]}
     assert id(classifier.head.linear.weight) in decayed and id(classifier.head.linear.bias) not in decayed
+
+
+def test_diagnostics_are_the_norms_of_what_the_head_reads_and_of_the_gradients(tokenizer_dir, tmp_path):
+    import torch
+
+    from suffixtune.methods.soft_prompt import SoftPromptConfig
+    from suffixtune.training.trainer import TrainingDiagnostics
+
+    model, tokenizer = make_backbone("llama", tokenizer_dir)
+    classifier = Classifier.build(model, tokenizer, toy_task(3), "suffix", SoftPromptConfig(prompt_length=4)).train()
+    diagnostics = TrainingDiagnostics(classifier)
+    seen, head_grads, prompt_grads = [], [], []
+    classifier.head.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+    for texts, labels in ((["a fine film", "dull"], [0, 2]), (["wonderful, truly", "no", "meh"], [1, 1, 0])):
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        classifier.zero_grad(set_to_none=True)
+        classifier(batch.input_ids, batch.attention_mask, torch.tensor(labels)).loss.backward()
+        diagnostics.gradients(classifier)
+        head = classifier.head.linear
+        head_grads.append(float(torch.cat([head.weight.grad.flatten(), head.bias.grad.flatten()]).norm()))
+        prompt_grads.append(float(classifier.method.prompt.grad.norm()))
+    summary = diagnostics.summary()
+
+    assert summary["pooled_norm"] == pytest.approx(sum(float(x.norm(dim=-1).mean()) for x in seen) / 2, rel=1e-5)
+    assert summary["head_grad_norm"] == pytest.approx(sum(head_grads) / 2, rel=1e-5)
+    assert summary["method_grad_norm"] == pytest.approx(sum(prompt_grads) / 2, rel=1e-5)
+    assert summary["prompt_norm"] == pytest.approx(float(classifier.method.prompt.norm(dim=-1).mean()), rel=1e-5)
+    assert set(summary) == {"pooled_norm", "prompt_norm", "head_grad_norm", "method_grad_norm"}
+    assert diagnostics.summary() == {"prompt_norm": summary["prompt_norm"]}  # a new interval starts empty
+
+
+def test_a_run_at_the_majority_rate_did_not_learn():
+    import numpy as np
+
+    from suffixtune.metrics import did_not_learn
+
+    labels = np.array([0] * 60 + [1] * 40)
+    names = ("no", "yes")
+    def answering(correct_ones):  # "no" everywhere but `correct_ones` of the 40 "yes" rows
+        return np.r_[np.zeros(60), np.ones(correct_ones), np.zeros(40 - correct_ones)].astype(int)
+
+    assert "did not learn" in did_not_learn(answering(0), labels, names)  # always the majority: 0.60
+    assert "(0.6000): the run did not learn" in did_not_learn(answering(1), labels, names)  # 0.61
+    assert did_not_learn(answering(3), labels, names) is None  # 0.63
+    assert did_not_learn(labels, labels, names) is None
+    assert did_not_learn(np.zeros(10), np.arange(10.0), None) is None  # regression: not judged this way

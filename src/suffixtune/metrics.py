@@ -46,3 +46,19 @@ def collapse_reason(predictions: np.ndarray, labels: np.ndarray, label_names: tu
             f"(accuracy {share:.4f} is just that class's share)"
         )
     return None
+
+
+def did_not_learn(predictions: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...] | None, margin: float = 0.02) -> str | None:
+    """Why a classifier's predictions show no learning: accuracy within `margin` of the majority class's share.
+
+    A warning, not a failure (a hard task may truly sit there); None for regression or a run that learned.
+    """
+    if label_names is None or len(labels) == 0:
+        return None
+    labels = np.asarray(labels).astype(int)
+    majority = np.bincount(labels).max() / len(labels)
+    accuracy = float(np.mean(np.asarray(predictions).astype(int) == labels))
+    if accuracy > majority + margin:
+        return None
+    return (f"accuracy {accuracy:.4f} is within {margin} of always answering the most common class "
+            f"({majority:.4f}): the run did not learn")

@@ -67,6 +67,7 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
     if not row["adds_prompt_positions"]:
         row["prompt_length"] = None
     row |= {key.removeprefix("eval_"): value for key, value in record["eval"].items()}
+    row["did_not_learn"] = bool(record.get("did_not_learn"))
     row |= {key: record.get(key) for key in ("trainable_parameters", "total_parameters", "train_rows", "eval_rows",
                                              "train_samples_per_second", "train_tokens_per_second", "train_runtime_s",
                                              "wall_time_s", "peak_memory_bytes", "directory")}

@@ -23,7 +23,7 @@ from ..classifier import Classifier, check_pooling
 from ..errors import ConfigError, DataError
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
-from ..metrics import collapse_reason, compute_metrics, predictions_from_logits
+from ..metrics import collapse_reason, compute_metrics, did_not_learn, predictions_from_logits
 from ..multitask.training import MultiTaskTrainingModel
 from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
@@ -216,6 +216,7 @@ def train(
         "pooling": method_args.pooling,
         "model": model_args.model,
         "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
+        "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],  # with TrainingDiagnostics
         "train_rows": 0 if train_dataset is None else len(train_dataset),
         "eval_rows": len(eval_dataset),
         "train_samples_per_second": train_metrics.get("train_samples_per_second"),
@@ -234,9 +235,13 @@ def train(
     for task, metrics, task_predictions, task_labels in zip(tasks, per_task, predictions, labels, strict=True):
         classifier = classifiers[task.name]
         failure = divergence.failure or collapse_reason(task_predictions, task_labels, task.label_names)
+        no_learning = None if failure else did_not_learn(task_predictions, task_labels, task.label_names)
+        if no_learning:
+            logger.warning("%s: %s", task.name, no_learning)
         records[task.name] = {
             "status": "failed" if failure else "ok",
             "failure": failure,
+            "did_not_learn": no_learning,
             "task": task.name,
             **shared,
             "eval": metrics,

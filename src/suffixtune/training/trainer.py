@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import torch
+from torch import nn
 from transformers import Trainer, TrainerCallback
+
+from ..heads import Head
+from ..methods import Method
 
 
 class ClassifierTrainer(Trainer):
     """Checkpoints hold the classifier's artifact (prompt, head, ...), never a copy of the frozen backbone.
 
-    The head's parameters get their own optimizer group at `args.head_learning_rate`, when that is set.
+    The head's parameters get their own optimizer group at `args.head_learning_rate`, when that is set. Each
+    training log line also carries `TrainingDiagnostics`: pooled-feature, prompt and gradient norms.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.diagnostics = TrainingDiagnostics(self.model)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -30,11 +40,22 @@ class ClassifierTrainer(Trainer):
 
     def _clip_grad_norm(self, model):
         """Clip each task's gradients on their own when several train together, as K runs alone would."""
+        self.diagnostics.gradients(self.accelerator.unwrap_model(model))  # before clipping
         groups = getattr(self.accelerator.unwrap_model(model), "parameter_groups", None)
         if groups is None or self.args.max_grad_norm is None or self.args.max_grad_norm <= 0:
             return super()._clip_grad_norm(model)
         norms = torch.stack([torch.as_tensor(self.accelerator.clip_grad_norm_(group, self.args.max_grad_norm)) for group in groups()])
         return norms.norm()
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if grad_norm is None:  # no clipping: the norms were not taken yet
+            self.diagnostics.gradients(self.accelerator.unwrap_model(model))
+        return super()._get_grad_norm(model, grad_norm)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            logs.update(self.diagnostics.summary())
+        super().log(logs, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
@@ -71,3 +92,45 @@ class TextCacheCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.cache.flush()
+
+
+class TrainingDiagnostics:
+    """Means over a logging interval of what tells a run that learns from one that does not.
+
+    `pooled_norm`: L2 norm of the feature the head reads; `prompt_norm`: of each prompt vector; `method_grad_norm`
+    and `head_grad_norm`: of the gradients of what the method trains and of the head, before clipping.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.heads = [m for m in model.modules() if isinstance(m, Head)]
+        self.methods = [m for m in model.modules() if isinstance(m, Method)]
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        for head in self.heads:
+            head.register_forward_pre_hook(self.pooled)
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value  # stays on the device: no sync
+        self.counts[name] += 1
+
+    def pooled(self, head: nn.Module, inputs: tuple) -> None:
+        if head.training:
+            self.add("pooled_norm", inputs[0].norm(dim=-1).mean())
+
+    def gradients(self, model: nn.Module) -> None:
+        head = {id(p) for h in self.heads for p in h.parameters()}
+        trainable = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+        for name, params in (("head_grad_norm", [p for p in trainable if id(p) in head]),
+                             ("method_grad_norm", [p for p in trainable if id(p) not in head])):
+            if params:
+                self.add(name, torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+    def summary(self) -> dict[str, float]:
+        """The interval's means (and the prompt vectors' mean norm now), then start a new interval."""
+        prompts = [m.prompt_vectors() for m in self.methods if m.prompt_vectors() is not None]
+        for prompt in prompts:
+            self.add("prompt_norm", prompt.norm(dim=-1).mean())
+        means = {name: round(float(total) / self.counts[name], 6) for name, total in self.sums.items()}
+        self.sums, self.counts = {}, defaultdict(int)
+        return means
