@@ -50,7 +50,7 @@ def test_diagnostics_are_the_norms_of_what_the_head_reads_and_of_the_gradients(t
     assert summary["pooled_norm"] == pytest.approx(sum(float(x.norm(dim=-1).mean()) for x in seen) / 2, rel=1e-5)
     assert summary["head_grad_norm"] == pytest.approx(sum(head_grads) / 2, rel=1e-5)
     assert summary["method_grad_norm"] == pytest.approx(sum(prompt_grads) / 2, rel=1e-5)
-    assert summary["prompt_norm"] == pytest.approx(float(classifier.method.prompt.norm(dim=-1).mean()), rel=1e-5)
+    assert summary["prompt_norm"] == pytest.approx(float(classifier.method.prompt.detach().norm(dim=-1).mean()), rel=1e-5)
     assert set(summary) == {"pooled_norm", "prompt_norm", "head_grad_norm", "method_grad_norm"}
     assert diagnostics.summary() == {"prompt_norm": summary["prompt_norm"]}  # a new interval starts empty
 

@@ -130,7 +130,7 @@ class TrainingDiagnostics:
         """The interval's means (and the prompt vectors' mean norm now), then start a new interval."""
         prompts = [m.prompt_vectors() for m in self.methods if m.prompt_vectors() is not None]
         for prompt in prompts:
-            self.add("prompt_norm", prompt.norm(dim=-1).mean())
+            self.add("prompt_norm", prompt.detach().norm(dim=-1).mean())
         means = {name: round(float(total) / self.counts[name], 6) for name, total in self.sums.items()}
         self.sums, self.counts = {}, defaultdict(int)
         return means
