@@ -158,3 +158,12 @@ def test_a_text_twice_in_one_batch_is_kept_once(tokenizer_dir):
         logits = classifier(batch.input_ids, batch.attention_mask).logits
     assert len(store.entries) == 2 and store.used == sum(entry_bytes(e) for e in store.entries.values())
     torch.testing.assert_close(logits[0], logits[1], atol=1e-6, rtol=0)
+
+
+def test_activation_checkpointing_trains_through_the_full_pass_and_keeps_no_cache(tiny_model_dir, tmp_path):
+    data = write_toy_csv(tmp_path / "t.csv", rows=16)
+    assert main(["train", "--model", str(tiny_model_dir), "--train", str(data), "--validation", str(data),
+                 "--text_column", "text", "--output", str(tmp_path / "run"), "--num_train_epochs", "2",
+                 "--gradient_checkpointing", "true", "--disable_tqdm", "true"]) == 0
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["text_pass"] == "full" and record["text_cache"] is None

@@ -177,7 +177,8 @@ def train(
         subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
 
-    frozen_text = all(c.runs_text_apart_when_training() for c in classifiers.values())
+    checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)  # Trainer turns it on later
+    frozen_text = not checkpointing and all(c.runs_text_apart_when_training() for c in classifiers.values())
     if frozen_text:
         model.text_cache = open_text_cache(
             args.text_cache, backbone, tokenizer, max_length,
