@@ -165,3 +165,12 @@ def test_predict_reads_jsonl_from_stdin(tmp_path, capsys, monkeypatch, tiny_mode
     assert main(["predict", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["sentence1"] == "A man sleeps." and set(result["probabilities"]) == {"entailment", "not_entailment"}
+
+
+def test_an_unknown_flag_does_not_blame_the_methods_own_options(tmp_path, capsys):
+    train = write_toy_csv(tmp_path / "train.csv")
+    args = ["train", "--model", str(tmp_path / "no-such-model"), "--train", str(train), "--validation", str(train),
+            "--text_column", "text", "--output", str(tmp_path / "run"), "--prompt_length", "4", "--no_such_flag", "1"]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "['--no_such_flag', '1']" in error and "not an option of --method suffix" not in error

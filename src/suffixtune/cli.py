@@ -26,7 +26,8 @@ def run_train(argv: list[str]) -> int:
     try:
         parsed = parser.parse_args_into_dataclasses(merge_repeated(argv, "--label_column"))
     except ValueError as error:  # HfArgumentParser: flags no dataclass declares
-        other = sorted({flag for cls in METHODS.values() for flag in option_flags(cls.config_class)} & set(argv))
+        own = option_flags(METHODS[chosen].config_class) if chosen in METHODS else set()
+        other = sorted(({flag for cls in METHODS.values() for flag in option_flags(cls.config_class)} - own) & set(argv))
         hint = f" ({', '.join(other)}: not an option of --method {chosen})" if other else ""
         raise SuffixTuneError(f"{error}{hint}") from None
     model_args, data_args, method_args, method_config, training_args = parsed
