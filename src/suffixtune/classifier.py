@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,19 +20,8 @@ from .errors import ArtifactError, ConfigError
 from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
 from .tasks import Task
-from .text_pass import (
-    TextState,
-    backbone_call,
-    check_nonempty,
-    encode_texts,
-    head_logits,
-    pool,
-    pool_positions,
-    suffix_hidden,
-)
-
-if TYPE_CHECKING:
-    from .text_cache import TextCache
+from .text_cache import TextCache, read_texts
+from .text_pass import backbone_call, check_nonempty, head_logits, pool, pool_positions, prompt_states
 
 POOLINGS = ("last", "mean")
 
@@ -143,10 +132,9 @@ class Classifier(nn.Module):
     ) -> SequenceClassifierOutput:
         pooling = self.classifier_config.pooling
         if self.runs_text_apart():  # the text without gradient (or from the text cache), then only the suffix
-            state = self.text_state(input_ids, attention_mask)
             prompt = self.method.suffix_embeddings()
-            prompt_hidden = None if prompt is None else suffix_hidden(self.backbone, state, [prompt])[0]  # [B, P, H]
-            pooled = pool(pooling, prompt_hidden, state)
+            state = read_texts(self.backbone, input_ids, attention_mask, prompt is not None, self.text_cache)
+            pooled = pool(pooling, prompt_states(self.backbone, state, [prompt])[0], state)  # suffix: [B, P, H] pooled
         else:
             embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, L, H]
             inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
@@ -170,12 +158,6 @@ class Classifier(nn.Module):
 
     def runs_text_apart_when_training(self) -> bool:
         return self.frozen_text and self.method.shares_text_cache and not checkpointing(self.backbone)
-
-    def text_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
-        keep_cache = self.method.suffix_embeddings() is not None
-        if self.text_cache is not None:
-            return self.text_cache.text_state(self.backbone, input_ids, attention_mask, keep_cache)
-        return encode_texts(self.backbone, input_ids, attention_mask, keep_cache)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier_config.label_names is None:

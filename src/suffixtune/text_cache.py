@@ -88,9 +88,9 @@ class MemoryStore:
         return self.entries[key]
 
     def put(self, key: str, entry: Entry) -> None:
-        size = entry_bytes(entry)
         if key in self.entries:  # the same text twice in one batch
             return
+        size = entry_bytes(entry)
         if self.used + size > self.budget:
             if not self.full:
                 logger.warning("text cache: memory budget %s reached; further texts run their text pass each time", format_bytes(self.budget))
@@ -197,6 +197,15 @@ class TextCache:
         """What the run record says of the cache."""
         store = "memory" if isinstance(self.store, MemoryStore) else str(self.store.directory)
         return {"store": store, "hits": self.hits, "misses": self.misses}
+
+
+def read_texts(
+    backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep_cache: bool, cache: TextCache | None
+) -> TextState:
+    """The batch's text state: from `cache` where there is one, else a fresh text pass."""
+    if cache is not None:
+        return cache.text_state(backbone, input_ids, attention_mask, keep_cache)
+    return encode_texts(backbone, input_ids, attention_mask, keep_cache)
 
 
 def entry_of(state: TextState, row: int, length: int, keep_cache: bool) -> Entry:

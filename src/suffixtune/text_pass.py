@@ -124,6 +124,13 @@ def suffix_hidden(backbone: PreTrainedModel, state: TextState, prompts: list[tor
     return list(hidden.split([len(p) for p in prompts], dim=1))
 
 
+def prompt_states(backbone: PreTrainedModel, state: TextState, prompts: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """`suffix_hidden` for tasks of which some add no prompt (None there)."""
+    present = [p for p in prompts if p is not None]
+    suffixes = iter(suffix_hidden(backbone, state, present) if present else [])
+    return [None if p is None else next(suffixes) for p in prompts]
+
+
 def packing(prompts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """([S] which prompt each packed position belongs to, [S] its step j within that prompt), built on `device`
     from Python sizes: nothing waits for the GPU (as repeat_interleave with a device tensor would)."""

@@ -18,7 +18,7 @@ from ..backbone import load_backbone
 from ..classifier import Classifier, check_base_model, length_sorted_batches
 from ..errors import ConfigError, DataError
 from ..methods import get_method
-from ..text_pass import check_nonempty, encode_texts, head_logits, packed_pass, pool, suffix_hidden
+from ..text_pass import check_nonempty, encode_texts, head_logits, packed_pass, pool, prompt_states
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,7 @@ def shared_pass_logits(
         state, hidden = packed_pass(backbone, input_ids, attention_mask, prompts)
     else:
         state = encode_texts(backbone, input_ids, attention_mask, keep_cache=any(p is not None for p in prompts))
-        present = [p for p in prompts if p is not None]
-        suffixes = iter(suffix_hidden(backbone, state, present) if present else [])
-        hidden = [None if p is None else next(suffixes) for p in prompts]
+        hidden = prompt_states(backbone, state, prompts)
     return [
         head_logits(c.head, pool(c.classifier_config.pooling, h, state)) for c, h in zip(classifiers, hidden, strict=True)
     ]

@@ -12,7 +12,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..classifier import Classifier
 from ..errors import ConfigError
-from ..text_pass import encode_texts, head_logits, pool, suffix_hidden
+from ..text_cache import read_texts
+from ..text_pass import head_logits, pool, prompt_states
 
 
 class MultiTaskTrainingModel(nn.Module):
@@ -40,25 +41,14 @@ class MultiTaskTrainingModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
         prompts = [c.method.suffix_embeddings() for c in self.tasks.values()]
-        present = [p for p in prompts if p is not None]
-        if self.text_cache is not None:
-            state = self.text_cache.text_state(self.backbone, input_ids, attention_mask, keep_cache=bool(present))
-        else:
-            state = encode_texts(self.backbone, input_ids, attention_mask, keep_cache=bool(present))
-        suffixes = iter(suffix_hidden(self.backbone, state, present) if present else [])
+        state = read_texts(self.backbone, input_ids, attention_mask, any(p is not None for p in prompts), self.text_cache)
         logits, losses = [], []
-        for k, (classifier, prompt) in enumerate(zip(self.tasks.values(), prompts, strict=True)):
-            pooled = pool(classifier.classifier_config.pooling, None if prompt is None else next(suffixes), state)
+        for k, (classifier, hidden) in enumerate(zip(self.tasks.values(), prompt_states(self.backbone, state, prompts), strict=True)):
+            pooled = pool(classifier.classifier_config.pooling, hidden, state)
             logits.append(head_logits(classifier.head, pooled))
             if labels is not None:
                 losses.append(classifier.loss(logits[-1], labels[:, k]))
         return SequenceClassifierOutput(loss=torch.stack(losses).sum() if losses else None, logits=torch.cat(logits, 1))
-
-    def split_logits(self, logits):
-        """[N, sum C_k] -> one [N, C_k] block per task, in task order (arrays or tensors)."""
-        sizes = [c.classifier_config.num_labels for c in self.tasks.values()]
-        starts = [sum(sizes[:k]) for k in range(len(sizes))]
-        return [logits[:, start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         """Each task's trainable parameters: gradients are clipped per task, as K runs alone would clip them."""

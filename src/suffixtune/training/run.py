@@ -75,16 +75,24 @@ def check_options(
         raise ConfigError(f"--method {options.method} takes a {method.config_class.__name__}, not {type(method_config).__name__}")
     check_head(options.head, task.num_labels, task.label_words)
     check_pooling(options.pooling)
-    checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
-    method.check(method_config, options.head, model.dtype, checkpointing, args.do_train)
-    if args.text_cache in ("memory", "disk"):
-        why = (
-            f"--method {options.method} puts trainable state before or inside the text" if not method.shares_text_cache
-            else "--frozen_text false runs every text with gradient" if not args.frozen_text
-            else "--gradient_checkpointing keeps the full pass" if checkpointing else None
-        )
-        if why:
-            raise ConfigError(f"--text_cache {args.text_cache} needs the frozen-text path, but {why}; use --text_cache auto or off")
+    method.check(method_config, options.head, model.dtype, checkpointing_asked(args), args.do_train)
+    why = no_frozen_text(options.method, args)
+    if args.text_cache in ("memory", "disk") and why:
+        raise ConfigError(f"--text_cache {args.text_cache} needs the frozen-text path, but {why}; use --text_cache auto or off")
+
+
+def checkpointing_asked(args: TrainingArguments) -> bool:
+    """--gradient_checkpointing (or its new name); Trainer turns it on only when training starts."""
+    return bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
+
+
+def no_frozen_text(method_name: str, args: TrainingArguments) -> str | None:
+    """Why this run cannot train on the frozen-text path, or None if it can."""
+    if not get_method(method_name).shares_text_cache:
+        return f"--method {method_name} puts trainable state before or inside the text"
+    if not args.frozen_text:
+        return "--frozen_text false runs every text with gradient"
+    return "--gradient_checkpointing keeps the full pass" if checkpointing_asked(args) else None
 
 
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
@@ -177,8 +185,7 @@ def train(
         subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
 
-    checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)  # Trainer turns it on later
-    frozen_text = not checkpointing and all(c.runs_text_apart_when_training() for c in classifiers.values())
+    frozen_text = no_frozen_text(method_args.method, args) is None
     if frozen_text:
         model.text_cache = open_text_cache(
             args.text_cache, backbone, tokenizer, max_length,
@@ -274,12 +281,7 @@ def train(
 
 
 def check_multitask(options: MethodArguments, args: TrainingArguments) -> None:
-    method = get_method(options.method)
-    why = (
-        f"--method {options.method} puts trainable state before or inside the text" if not method.shares_text_cache
-        else "--frozen_text false runs every text on its own" if not args.frozen_text
-        else "--gradient_checkpointing drops the shared text cache" if args.gradient_checkpointing else None
-    )
+    why = no_frozen_text(options.method, args)
     if why:
         raise ConfigError(f"several --label_column train from one shared text pass, but {why}; train one column per run")
 
