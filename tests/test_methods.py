@@ -226,12 +226,12 @@ def test_last_blocks_refuses_more_blocks_than_the_model_has(tokenizer_dir):
 
 
 def test_every_method_is_registered_with_a_config_learning_rate_and_report_order():
-    assert set(METHODS) == {"suffix", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
+    assert set(METHODS) == {"suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
     for method in METHODS.values():
         assert method.default_learning_rate > 0
         method.config_class()  # defaults are valid
     by_order = sorted(METHODS, key=lambda name: METHODS[name].report_order)
-    assert by_order == ["suffix", "prefix", "deep-prefix", "lora", "last-blocks", "full", "head"]
+    assert by_order == ["suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "last-blocks", "full", "head"]
     assert len({method.report_order for method in METHODS.values()}) == len(METHODS)
 
 

@@ -21,7 +21,7 @@ from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
 from .tasks import Task
 from .text_cache import TextCache, read_texts
-from .text_pass import backbone_call, check_nonempty, head_logits, pool, pool_positions, prompt_states
+from .text_pass import backbone_call, check_nonempty, head_logits, method_states, pool, pool_positions
 
 POOLINGS = ("last", "mean")
 
@@ -130,22 +130,37 @@ class Classifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
     ) -> SequenceClassifierOutput:
+        logits = head_logits(self.head, self.pooled_features(input_ids, attention_mask))  # [B, C] fp32
+        loss = None if labels is None else self.loss(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def pooled_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, H] fp32: the hidden state the head reads."""
         pooling = self.classifier_config.pooling
         if self.runs_text_apart():  # the text without gradient (or from the text cache), then only the suffix
             prompt = self.method.suffix_embeddings()
             state = read_texts(self.backbone, input_ids, attention_mask, prompt is not None, self.text_cache)
-            pooled = pool(pooling, prompt_states(self.backbone, state, [prompt])[0], state)  # suffix: [B, P, H] pooled
+            pooled = pool(pooling, method_states(self.backbone, state, [self.method])[0], state)  # suffix: [B, P, H] pooled
         else:
             embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, L, H]
             inputs = self.method(embeds, attention_mask)  # [B, T, H], T = L + positions the method adds
-            hidden = backbone_call(
-                self.backbone, inputs.past_key_values, inputs_embeds=inputs.inputs_embeds,
-                position_ids=inputs.position_ids, use_cache=False,
-            ).last_hidden_state  # [B, T, H]
+            with self.method.adapting(inputs):
+                hidden = backbone_call(
+                    self.backbone, inputs.past_key_values, inputs_embeds=inputs.inputs_embeds,
+                    position_ids=inputs.position_ids, use_cache=False,
+                ).last_hidden_state  # [B, T, H]
             pooled = pool_positions(pooling, hidden, inputs.pool_index)
-        logits = head_logits(self.head, pooled)  # [B, C] in fp32, whatever the backbone runs in
-        loss = None if labels is None else self.loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return pooled
+
+    @torch.no_grad()
+    def standardize_head(self, token_ids: list[list[int]], batch_size: int = 64) -> None:
+        """Fix the head's feature standardisation from these texts' features under the current method state."""
+        was_training = self.training
+        self.eval()
+        device = self.backbone.get_input_embeddings().weight.device
+        batches = length_sorted_batches(self.tokenizer, token_ids, batch_size, device)
+        self.head.standardize(torch.cat([self.pooled_features(b["input_ids"], b["attention_mask"]) for _, b in batches]))
+        self.train(was_training)
 
     def runs_text_apart(self) -> bool:
         """Frozen-text path: when training (or reading the text cache) a method that adds nothing before the text.
@@ -181,7 +196,9 @@ class Classifier(nn.Module):
         return self.head.parameters()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        """What trained, as artifacts store it: state dict hooks fold reparameterisations (a standardised head)."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: tensor for name, tensor in self.state_dict().items() if name in trainable}
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the trained weights and the config, each atomically."""

@@ -131,6 +131,18 @@ def prompt_states(backbone: PreTrainedModel, state: TextState, prompts: list[tor
     return [None if p is None else next(suffixes) for p in prompts]
 
 
+def method_states(backbone: PreTrainedModel, state: TextState, methods: list) -> list[torch.Tensor | None]:
+    """Each method's suffix hidden states: suffixes on the frozen weights packed in one call, and each method that
+    adapts the weights at its suffix (`adapts_suffix`, e.g. suffix-lora) in a call of its own, inside `adapting()`."""
+    prompts = [m.suffix_embeddings() for m in methods]
+    states = prompt_states(backbone, state, [None if m.adapts_suffix else p for m, p in zip(methods, prompts, strict=True)])
+    for k, (method, prompt) in enumerate(zip(methods, prompts, strict=True)):
+        if method.adapts_suffix and prompt is not None:
+            with method.adapting():
+                states[k] = suffix_hidden(backbone, state, [prompt])[0]
+    return states
+
+
 def packing(prompts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """([S] which prompt each packed position belongs to, [S] its step j within that prompt), built on `device`
     from Python sizes: nothing waits for the GPU (as repeat_interleave with a device tensor would)."""

@@ -16,6 +16,7 @@ HEADS: dict[str, type[Head]] = {}
 
 class Head(nn.Module):
     name: ClassVar[str]
+    can_standardize: ClassVar[bool] = False  # trains on standardised features (`standardize`), saved folded into it
 
     @classmethod
     def check(cls, num_labels: int, label_words: list[str] | tuple[str, ...] | None) -> None:
@@ -53,22 +54,59 @@ def build_head(
 
 @register_head
 class LinearHead(Head):
-    """A new fp32 Linear(hidden, num_labels)."""
+    """A new fp32 Linear(hidden, num_labels), optionally on standardised features.
+
+    Decoder LMs' hidden states carry a few huge dimensions that every text shares (SmolLM2: norm ~50, one
+    dimension ~44). A linear head on them is badly conditioned: its weight on such a dimension acts as a bias
+    with a ~40x larger step. `standardize` centres and scales each feature by statistics of training texts,
+    fixed from then on; the state dict holds the equivalent plain Linear (W / s, b - (W / s) c), so artifacts and
+    serving never see the standardisation, and loading into a standardising head maps it back exactly.
+    """
 
     name = "linear"
+    can_standardize = True
 
     def __init__(self, hidden_size: int, num_labels: int):
         super().__init__()
         self.linear = nn.Linear(hidden_size, num_labels, dtype=torch.float32)
         nn.init.normal_(self.linear.weight, std=0.02)
         nn.init.zeros_(self.linear.bias)
+        self.register_buffer("center", None, persistent=False)  # [H]
+        self.register_buffer("scale", None, persistent=False)  # [H]
+        self.register_state_dict_post_hook(fold_standardization)
+        self.register_load_state_dict_pre_hook(unfold_standardization)
+
+    def standardize(self, features: torch.Tensor) -> None:
+        """Train from now on with features [N, H] mapped to zero mean and unit variance per dimension."""
+        features = features.float()
+        std = features.std(0)
+        self.center = features.mean(0)
+        self.scale = std.clamp_min(1e-3 * float(std.mean()) + 1e-12)  # a constant dimension is not blown up
 
     @classmethod
     def build(cls, backbone, tokenizer, num_labels, label_words):
         return cls(backbone.get_input_embeddings().embedding_dim, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.center is not None:
+            pooled = (pooled - self.center) / self.scale
         return self.linear(pooled)
+
+
+def fold_standardization(head: LinearHead, state: dict[str, torch.Tensor], prefix: str, local_metadata) -> None:
+    """State dict hook: store the plain Linear that equals standardise-then-Linear."""
+    if head.center is not None:
+        weight = state[prefix + "linear.weight"] / head.scale
+        state[prefix + "linear.bias"] = state[prefix + "linear.bias"] - weight @ head.center
+        state[prefix + "linear.weight"] = weight
+
+
+def unfold_standardization(head: LinearHead, state: dict[str, torch.Tensor], prefix: str, *args) -> None:
+    """Load pre-hook: the inverse of `fold_standardization`, so a folded checkpoint resumes the same function."""
+    if head.center is not None and prefix + "linear.weight" in state:
+        weight = state[prefix + "linear.weight"].to(head.scale.device)
+        state[prefix + "linear.bias"] = state[prefix + "linear.bias"].to(head.scale.device) + weight @ head.center
+        state[prefix + "linear.weight"] = weight * head.scale
 
 
 @register_head

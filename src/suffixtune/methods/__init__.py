@@ -25,6 +25,6 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-from . import deep_prefix, finetune, linear_probe, lora, soft_prompt  # noqa: E402,F401  register the methods
+from . import deep_prefix, finetune, linear_probe, lora, soft_prompt, suffix_lora  # noqa: E402,F401  register the methods
 
 __all__ = ["METHODS", "BackboneInputs", "Method", "MethodConfig", "get_method", "register_method"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,6 +60,7 @@ class Method(nn.Module):
     has_prompt_vectors: ClassVar[bool] = False  # trains `prompt_vectors`, which inspection compares with the vocabulary
     adds_prompt_positions: ClassVar[bool] = False  # its `added_positions` are a prompt length
     report_order: ClassVar[int]  # its place in report tables and figures, lowest first
+    adapts_suffix: ClassVar[bool] = False  # changes the backbone's weights at its suffix positions (`adapting`)
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__()
@@ -95,6 +98,12 @@ class Method(nn.Module):
     def suffix_embeddings(self) -> torch.Tensor | None:
         """[P, H] vectors this method places after the text, for methods that share the text cache; None: none."""
         return None
+
+    @contextlib.contextmanager
+    def adapting(self, inputs: BackboneInputs | None = None) -> Iterator[None]:
+        """Backbone changes this method makes while a call runs: for a full pass over `inputs`, or with None for a
+        call over only this method's suffix positions. Outside it the backbone is the frozen model."""
+        yield
 
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
         """Set starting values of the trainable state (not called when loading a saved artifact)."""

@@ -18,7 +18,7 @@ from ..backbone import load_backbone
 from ..classifier import Classifier, check_base_model, length_sorted_batches
 from ..errors import ConfigError, DataError
 from ..methods import get_method
-from ..text_pass import check_nonempty, encode_texts, head_logits, packed_pass, pool, prompt_states
+from ..text_pass import check_nonempty, encode_texts, head_logits, method_states, packed_pass, pool
 
 logger = logging.getLogger(__name__)
 
@@ -197,11 +197,11 @@ def shared_pass_logits(
     keys and values, then one call runs all suffixes against them.
     """
     prompts = [c.method.suffix_embeddings() for c in classifiers]
-    if text_pass == "packed":
+    if text_pass == "packed" and not any(c.method.adapts_suffix for c in classifiers):
         state, hidden = packed_pass(backbone, input_ids, attention_mask, prompts)
-    else:
+    else:  # a suffix that adapts the weights runs in a call of its own, against the kept keys and values
         state = encode_texts(backbone, input_ids, attention_mask, keep_cache=any(p is not None for p in prompts))
-        hidden = prompt_states(backbone, state, prompts)
+        hidden = method_states(backbone, state, [c.method for c in classifiers])
     return [
         head_logits(c.head, pool(c.classifier_config.pooling, h, state)) for c, h in zip(classifiers, hidden, strict=True)
     ]

@@ -13,7 +13,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..classifier import Classifier
 from ..errors import ConfigError
 from ..text_cache import read_texts
-from ..text_pass import head_logits, pool, prompt_states
+from ..text_pass import head_logits, method_states, pool
 
 
 class MultiTaskTrainingModel(nn.Module):
@@ -43,7 +43,8 @@ class MultiTaskTrainingModel(nn.Module):
         prompts = [c.method.suffix_embeddings() for c in self.tasks.values()]
         state = read_texts(self.backbone, input_ids, attention_mask, any(p is not None for p in prompts), self.text_cache)
         logits, losses = [], []
-        for k, (classifier, hidden) in enumerate(zip(self.tasks.values(), prompt_states(self.backbone, state, prompts), strict=True)):
+        hiddens = method_states(self.backbone, state, [c.method for c in self.tasks.values()])
+        for k, (classifier, hidden) in enumerate(zip(self.tasks.values(), hiddens, strict=True)):
             pooled = pool(classifier.classifier_config.pooling, hidden, state)
             logits.append(head_logits(classifier.head, pooled))
             if labels is not None:

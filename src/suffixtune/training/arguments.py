@@ -47,10 +47,17 @@ class DataArguments:
 class MethodArguments:
     method: str = field(
         default="suffix",
-        metadata={"help": "Training method: suffix (default), prefix, deep-prefix, lora, full, last-blocks or head "
+        metadata={"help": "Training method: suffix (default), suffix-lora, prefix, deep-prefix, lora, full, last-blocks or head "
                   "(linear probe). `suffixtune train --method NAME --help` lists its options."},
     )
     head: str = field(default="linear", metadata={"help": "linear: a new Linear on the pooled state; verbalizer: LM logits of the label words."})
+    standardize: str = field(
+        default="none",
+        metadata={"help": "features: the linear head trains on features centred and scaled by statistics of up to "
+                  "512 training texts, taken at the start and folded into the head's weights when saved (artifacts "
+                  "stay a plain Linear); none: raw features. The verbalizer head reads raw features.",
+                  "choices": ["features", "none"]},
+    )
     pooling: str = field(
         default="last",
         metadata={"help": "Hidden state the head reads: the last real position, or the mean over all real positions.",

@@ -34,6 +34,9 @@ from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback
 logger = logging.getLogger(__name__)
 
 
+STANDARDIZATION_TEXTS = 512  # training texts whose features fix the head's standardisation
+
+
 class RunFailed(RuntimeError):
     """The loss diverged or the predictions collapsed; the run record is written and marked failed."""
 
@@ -184,6 +187,13 @@ def train(
     if train_split is not None:
         subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
         train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
+
+    if train_dataset is not None and method_args.standardize == "features":
+        sample = np.random.default_rng(args.seed).permutation(len(train_dataset))[:STANDARDIZATION_TEXTS]
+        token_ids = train_dataset.select(sample)["input_ids"]
+        for classifier in classifiers.values():
+            if classifier.head.can_standardize:
+                classifier.standardize_head(token_ids)
 
     frozen_text = no_frozen_text(method_args.method, args) is None
     if frozen_text:

@@ -1,0 +1,89 @@
+"""The linear head on standardised features: exact folding into a plain Linear at save, exact unfolding at load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import toy_task, write_toy_csv
+from suffixtune.classifier import Classifier
+from suffixtune.heads import LinearHead
+from suffixtune.methods.soft_prompt import SoftPromptConfig
+from suffixtune.training import DataArguments, MethodArguments, ModelArguments, TrainingArguments, train
+
+TEXTS = ["a fine film", "dull and long", "the best thing all year", "I left early", "ok"]
+
+
+def features_with_a_massive_dimension(rows: int = 64, hidden: int = 32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(rows, hidden, generator=generator)
+    features[:, 3] = 44.0 + 0.5 * torch.randn(rows, generator=generator)  # shared by every text, as in SmolLM2
+    return features
+
+
+def test_standardize_centres_and_scales_each_feature():
+    features = features_with_a_massive_dimension()
+    head = LinearHead(32, 2)
+    head.standardize(features)
+    reference = (features.numpy() - features.numpy().mean(0)) / features.numpy().std(0, ddof=1)
+    seen = {}
+    head.linear.register_forward_pre_hook(lambda module, inputs: seen.setdefault("x", inputs[0]))
+    head(features)
+    np.testing.assert_allclose(seen["x"].numpy(), reference, atol=1e-5)
+
+
+def test_state_dict_holds_the_folded_plain_linear():
+    features = features_with_a_massive_dimension()
+    head = LinearHead(32, 3)
+    head.standardize(features)
+    torch.nn.init.normal_(head.linear.weight)
+    torch.nn.init.normal_(head.linear.bias)
+    mean, std = features.numpy().mean(0), features.numpy().std(0, ddof=1)
+    weight, bias = head.linear.weight.detach().numpy(), head.linear.bias.detach().numpy()
+    state = head.state_dict()
+    assert set(state) == {"linear.weight", "linear.bias"}  # no statistics: the artifact is a plain Linear
+    np.testing.assert_allclose(state["linear.weight"].numpy(), weight / std, rtol=1e-6)
+    np.testing.assert_allclose(state["linear.bias"].numpy(), bias - (weight / std) @ mean, rtol=1e-5, atol=1e-5)
+    plain = LinearHead(32, 3)
+    plain.load_state_dict(state)
+    torch.testing.assert_close(plain(features), head(features), atol=1e-4, rtol=1e-5)
+    again = LinearHead(32, 3)
+    again.standardize(features)
+    again.load_state_dict(state)  # resuming a checkpoint: unfolded back to the standardised parameters
+    torch.testing.assert_close(again.linear.weight, head.linear.weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again(features), head(features), atol=1e-4, rtol=1e-5)
+
+
+def test_standardised_classifier_saves_and_loads_to_identical_logits(backbone, tmp_path):
+    model, tokenizer = backbone
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=3))
+    classifier.standardize_head(tokenizer(TEXTS).input_ids)
+    torch.nn.init.normal_(classifier.head.linear.weight)
+    before = classifier.predict_logits(TEXTS)
+    classifier.save_pretrained(tmp_path)
+    loaded = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    assert loaded.head.center is None  # served as a plain Linear
+    torch.testing.assert_close(loaded.predict_logits(TEXTS), before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_standardised_run_records_and_learns(tiny_model_dir, tmp_path):
+    data = write_toy_csv(tmp_path / "train.csv", rows=64)
+    output = tmp_path / "run"
+    record = train(
+        ModelArguments(model=str(tiny_model_dir)),
+        DataArguments(train=str(data), validation=str(data), text_column="text"),
+        MethodArguments(method="suffix", standardize="features"),
+        SoftPromptConfig(prompt_length=2),
+        TrainingArguments(output_dir=str(output), num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-2,
+                          disable_tqdm=True, save_strategy="no", load_best_model_at_end=False, logging_steps=4),
+    )
+    losses = [entry["loss"] for entry in record["train_log"]]
+    assert losses[-1] < losses[0]
+    assert record["config"]["method"]["standardize"] == "features"
+    saved = json.loads((output / "suffixtune_config.json").read_text())
+    loaded = Classifier.from_pretrained(output)
+    assert loaded.head.center is None and saved["head"] == "linear"
