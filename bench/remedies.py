@@ -30,12 +30,11 @@ SETTINGS = {
     "init-random": "--prompt_init random",
     "head-lr-1e-3": "--head_learning_rate 1e-3",
     "head-lr-3e-4": "--head_learning_rate 3e-4",
-    "head-zero": "--head_init zero",
     "standardize": "--standardize features",
     "no-standardize": "--standardize none",
     "standardize-constant-random": "--standardize features --lr_scheduler_type constant --warmup_steps 0 --train_sampling_strategy random",
     "lp-ft": "--head_only_steps 0.2",
-    "reparam": "--reparam residual-mlp",
+    "reparam": "--reparam true",
 }
 
 

@@ -70,3 +70,25 @@ def test_a_run_at_the_majority_rate_did_not_learn():
     assert did_not_learn(answering(3), labels, names) is None  # 0.63
     assert did_not_learn(labels, labels, names) is None
     assert did_not_learn(np.zeros(10), np.arange(10.0), None) is None  # regression: not judged this way
+
+
+@pytest.mark.parametrize("head_only_steps", [3, 0.3])
+def test_head_only_steps_hold_the_method_at_rate_zero_then_follow_the_schedule(tokenizer_dir, tmp_path, head_only_steps):
+    """LP-FT: the head alone for the first 3 of 10 steps (a count, or 0.3 of all steps), then both."""
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix")
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-2, head_only_steps=head_only_steps, warmup_steps=2,
+                             lr_scheduler_type="linear", eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    trainer = ClassifierTrainer(model=classifier, args=args)
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(10)
+    linear = [min(step / 2, (10 - step) / 8) for step in range(10)]  # warm-up over 2 steps, then down to 0 at 10
+    method_rates, head_rates = [], []
+    for _ in range(10):
+        groups = scheduler.optimizer.param_groups
+        method_rates.append(sum(g["lr"] for g in groups if not g.get("head")) / sum(1 for g in groups if not g.get("head")))
+        head_rates.append(next(g["lr"] for g in groups if g.get("head")))
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert head_rates == pytest.approx([1e-2 * r for r in linear])
+    assert method_rates == pytest.approx([0, 0, 0] + [1e-2 * r for r in linear[3:]])

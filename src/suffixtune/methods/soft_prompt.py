@@ -31,6 +31,13 @@ class SoftPromptConfig(MethodConfig):
         },
     )
     prompt_text: str | None = field(default=None, metadata={"help": "Text for --prompt_init text."})
+    reparam: bool = field(
+        default=False,
+        metadata={"help": "Train the prompt as E + MLP(E) (Residual Prompt Tuning); the MLP's output layer starts at "
+                  "zero, so training starts from --prompt_init. Saved folded into plain vectors: artifacts and "
+                  "serving do not change (a resumed run restarts the MLP from zero output, at the same prompt)."},
+    )
+    reparam_hidden_size: int = field(default=512, metadata={"help": "Hidden width of the --reparam MLP."})
 
     def __post_init__(self):
         if self.prompt_length < 1:
@@ -56,13 +63,21 @@ class SoftPrompt(Method):
         super().__init__(config, backbone)
         hidden = backbone.get_input_embeddings().embedding_dim
         self.prompt = nn.Parameter(torch.zeros(config.prompt_length, hidden, dtype=torch.float32))
+        self.reparam = None
+        if config.reparam:
+            self.reparam = nn.Sequential(nn.Linear(hidden, config.reparam_hidden_size), nn.ReLU(), nn.Linear(config.reparam_hidden_size, hidden))
+            nn.init.zeros_(self.reparam[2].weight)
+            nn.init.zeros_(self.reparam[2].bias)
+            self.register_state_dict_post_hook(fold_reparam)
+            self.register_load_state_dict_pre_hook(unfold_reparam)
 
     @property
     def added_positions(self) -> int:
         return self.config.prompt_length
 
-    def prompt_vectors(self) -> nn.Parameter:
-        return self.prompt
+    def prompt_vectors(self) -> torch.Tensor:
+        """[P, H] the prompt the backbone reads: the trained vectors, through the residual MLP with --reparam."""
+        return self.prompt if self.reparam is None else self.prompt + self.reparam(self.prompt)
 
     @torch.no_grad()
     def initialize(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task) -> None:
@@ -85,7 +100,22 @@ class SoftPrompt(Method):
         self.prompt.copy_(weight[ids.to(weight.device)].float())
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneInputs:
-        return place_prompt(inputs_embeds, attention_mask, self.prompt, self.before_text)
+        return place_prompt(inputs_embeds, attention_mask, self.prompt_vectors(), self.before_text)
+
+
+def fold_reparam(method: SoftPrompt, state: dict[str, torch.Tensor], prefix: str, local_metadata) -> None:
+    """State dict hook: store E + MLP(E) as the prompt, and no MLP."""
+    with torch.no_grad():
+        state[prefix + "prompt"] = method.prompt_vectors().detach().clone()
+    for name in [k for k in state if k.startswith(prefix + "reparam.")]:
+        del state[name]
+
+
+def unfold_reparam(method: SoftPrompt, state: dict[str, torch.Tensor], prefix: str, *args) -> None:
+    """Load pre-hook for folded vectors: E = the saved prompt, MLP output layer zero, so E + MLP(E) = E exactly."""
+    if prefix + "prompt" in state and not any(k.startswith(prefix + "reparam.") for k in state):
+        for name, tensor in method.reparam.state_dict().items():
+            state[prefix + "reparam." + name] = torch.zeros_like(tensor) if name.startswith("2.") else tensor
 
 
 @register_method
@@ -98,7 +128,7 @@ class Suffix(SoftPrompt):
     shares_text_cache = True
 
     def suffix_embeddings(self) -> torch.Tensor:
-        return self.prompt
+        return self.prompt_vectors()
 
 
 @register_method

@@ -77,6 +77,11 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "Peak learning rate of the linear head; default: 3e-3 for lora, last-blocks and full "
                   "(a new layer learns too slowly at their backbone rates), else --learning_rate."},
     )
+    head_only_steps: float = field(
+        default=0,
+        metadata={"help": "Train only the head for this many steps (or this fraction of all steps, when below 1), "
+                  "then the method too (LP-FT: linear probing, then fine-tuning)."},
+    )
     num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Eval batch size per device."})
     warmup_steps: float = field(default=0.06, metadata={"help": "Warm-up steps, or a fraction of all steps when below 1."})

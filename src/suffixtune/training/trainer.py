@@ -26,17 +26,32 @@ class ClassifierTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        head_rate = getattr(self.args, "head_learning_rate", None)
-        if head_rate is None or head_rate == self.args.learning_rate:
+        head_rate = getattr(self.args, "head_learning_rate", None) or self.args.learning_rate
+        if head_rate == self.args.learning_rate and not getattr(self.args, "head_only_steps", 0):
             return optimizer
         head = {id(p) for p in self.accelerator.unwrap_model(model or self.model).head_parameters()}
         for group in list(optimizer.param_groups):
             moved = [p for p in group["params"] if id(p) in head]
             group["params"] = [p for p in group["params"] if id(p) not in head]
             if moved:
-                optimizer.add_param_group({**group, "params": moved, "lr": head_rate})
+                optimizer.add_param_group({**group, "params": moved, "lr": head_rate, "head": True})
         optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The usual schedule; with --head_only_steps the method's groups stay at rate 0 until then (LP-FT)."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        head_only = getattr(self.args, "head_only_steps", 0)
+        steps = math.ceil(head_only * num_training_steps) if 0 < head_only < 1 else int(head_only)
+        if steps and getattr(scheduler, "lr_lambdas", None) is not None:
+            groups = scheduler.optimizer.param_groups
+            scheduler.lr_lambdas = [
+                rate if group.get("head") else (lambda step, rate=rate: rate(step) if step >= steps else 0.0)
+                for rate, group in zip(scheduler.lr_lambdas, groups, strict=True)
+            ]
+            for group, rate, base in zip(groups, scheduler.lr_lambdas, scheduler.base_lrs, strict=True):
+                group["lr"] = base * rate(scheduler.last_epoch)
+        return scheduler
 
     def _clip_grad_norm(self, model):
         """Clip each task's gradients on their own when several train together, as K runs alone would."""

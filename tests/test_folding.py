@@ -1,4 +1,4 @@
-"""The linear head on standardised features: exact folding into a plain Linear at save, exact unfolding at load."""
+"""Reparameterisations that train differently but save plain: the standardised head, the residual-MLP prompt."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from conftest import toy_task, write_toy_csv
+from conftest import make_backbone, toy_task, write_toy_csv
 from suffixtune.classifier import Classifier
 from suffixtune.heads import LinearHead
+from suffixtune.methods import get_method
 from suffixtune.methods.soft_prompt import SoftPromptConfig
 from suffixtune.training import DataArguments, MethodArguments, ModelArguments, TrainingArguments, train
 
@@ -87,3 +89,28 @@ def test_standardised_run_records_and_learns(tiny_model_dir, tmp_path):
     saved = json.loads((output / "suffixtune_config.json").read_text())
     loaded = Classifier.from_pretrained(output)
     assert loaded.head.center is None and saved["head"] == "linear"
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("method", ["suffix", "prefix", "suffix-lora"])
+def test_reparameterised_prompt_folds_into_plain_vectors(tokenizer_dir, tmp_path, kind, method):
+    model, tokenizer = make_backbone(kind, tokenizer_dir)
+    config_class = get_method(method).config_class
+    classifier = Classifier.build(model, tokenizer, toy_task(2), method, config_class(prompt_length=3, reparam=True, reparam_hidden_size=8))
+    embedding = classifier.method.prompt.detach().clone()
+    torch.testing.assert_close(classifier.method.prompt_vectors(), embedding)  # starts at the initial prompt
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in classifier.method.reparam.parameters():
+            param.normal_(std=0.5)
+    first, second = classifier.method.reparam[0], classifier.method.reparam[2]
+    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias  # E + MLP(E)
+    before = classifier.predict_logits(TEXTS)
+    classifier.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "suffixtune_model.safetensors")
+    assert not any("reparam" in name for name in saved)
+    torch.testing.assert_close(saved["method.prompt"], expected, atol=1e-5, rtol=1e-5)
+    fresh, tokenizer = make_backbone(kind, tokenizer_dir)
+    loaded = Classifier.from_pretrained(tmp_path, backbone=fresh, tokenizer=tokenizer)
+    torch.testing.assert_close(loaded.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loaded.predict_logits(TEXTS), before, atol=1e-5, rtol=1e-5)
