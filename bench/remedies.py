@@ -21,20 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-SETTINGS = {
+SETTINGS = {  # explicit flags, so a record keeps its meaning when a default changes
     "defaults": "",
-    "v1-defaults": "--lr_scheduler_type linear --warmup_steps 0.06 --train_sampling_strategy group_by_length --prompt_init text",
-    "constant": "--lr_scheduler_type constant --warmup_steps 0",
-    "random-batches": "--train_sampling_strategy random",
-    "constant-random": "--lr_scheduler_type constant --warmup_steps 0 --train_sampling_strategy random",
-    "init-random": "--prompt_init random",
-    "head-lr-1e-3": "--head_learning_rate 1e-3",
-    "head-lr-3e-4": "--head_learning_rate 3e-4",
+    "v1-defaults": "--standardize none --lr_scheduler_type linear --warmup_steps 0.06 --train_sampling_strategy group_by_length --prompt_init text",
+    "constant-random": "--standardize none --lr_scheduler_type constant --warmup_steps 0 --train_sampling_strategy random",
     "standardize": "--standardize features",
-    "no-standardize": "--standardize none",
     "standardize-constant-random": "--standardize features --lr_scheduler_type constant --warmup_steps 0 --train_sampling_strategy random",
-    "lp-ft": "--head_only_steps 0.2",
-    "reparam": "--reparam true",
+    "standardize-init-random": "--standardize features --prompt_init random",
+    "standardize-head-lr-1e-3": "--standardize features --head_learning_rate 1e-3",
+    "standardize-lp-ft": "--standardize features --head_only_steps 0.2",
+    "standardize-reparam": "--standardize features --reparam true",
+    "lp-ft": "--standardize none --head_only_steps 0.2",
+    "reparam": "--standardize none --reparam true",
 }
 
 

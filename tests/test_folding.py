@@ -114,3 +114,17 @@ def test_reparameterised_prompt_folds_into_plain_vectors(tokenizer_dir, tmp_path
     loaded = Classifier.from_pretrained(tmp_path, backbone=fresh, tokenizer=tokenizer)
     torch.testing.assert_close(loaded.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loaded.predict_logits(TEXTS), before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("prefix", "none"), ("head", "none")])
+def test_standardize_defaults_to_where_it_was_measured(tiny_model_dir, tmp_path, method, expected):
+    data = write_toy_csv(tmp_path / "train.csv", rows=16)
+    record = train(
+        ModelArguments(model=str(tiny_model_dir)),
+        DataArguments(train=str(data), validation=str(data), text_column="text"),
+        MethodArguments(method=method),
+        get_method(method).config_class(),
+        TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=8, disable_tqdm=True,
+                          save_strategy="no", load_best_model_at_end=False),
+    )
+    assert record["config"]["method"]["standardize"] == expected

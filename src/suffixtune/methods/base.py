@@ -53,6 +53,7 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = NoOptions
     default_learning_rate: ClassVar[float]
     default_head_learning_rate: ClassVar[float | None] = None  # None: the head trains at the method's rate
+    default_standardize: ClassVar[str] = "none"  # --standardize when not given
     supports_activation_checkpointing: ClassVar[bool] = True
     trains_backbone_weights: ClassVar[bool] = False
     modifies_backbone: ClassVar[bool] = False  # changes the backbone it is built on (its weights or its modules)

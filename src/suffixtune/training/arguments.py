@@ -51,11 +51,12 @@ class MethodArguments:
                   "(linear probe). `suffixtune train --method NAME --help` lists its options."},
     )
     head: str = field(default="linear", metadata={"help": "linear: a new Linear on the pooled state; verbalizer: LM logits of the label words."})
-    standardize: str = field(
-        default="none",
+    standardize: str | None = field(
+        default=None,
         metadata={"help": "features: the linear head trains on features centred and scaled by statistics of up to "
                   "512 training texts, taken at the start and folded into the head's weights when saved (artifacts "
-                  "stay a plain Linear); none: raw features. The verbalizer head reads raw features.",
+                  "stay a plain Linear); none: raw features. Default: features for suffix and suffix-lora, where it "
+                  "was measured (docs/results.md), none for the others. The verbalizer head reads raw features.",
                   "choices": ["features", "none"]},
     )
     pooling: str = field(

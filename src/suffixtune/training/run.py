@@ -161,6 +161,8 @@ def train(
         args.learning_rate = method.default_learning_rate
     if args.head_learning_rate is None:
         args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
+    if method_args.standardize is None:
+        method_args.standardize = method.default_standardize
     args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
     args.greater_is_better = True
     train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
