@@ -62,14 +62,13 @@ class SuffixLora(Suffix):
         self.dropout = nn.Dropout(config.lora_dropout)
         self.lora_A, self.lora_B = nn.ParameterDict(), nn.ParameterDict()
         self.active_from: torch.Tensor | int | None = None  # first adapted position per row, 0 for all; None: off
-        self.hooks = []
         for name, module in modules.items():
             fan_in, fan_out = module.weight.shape[::-1] if isinstance(module, nn.Linear) else module.weight.shape
             key = name.replace(".", "__")
             self.lora_A[key] = nn.Parameter(torch.empty(config.lora_r, fan_in, device=module.weight.device))
             self.lora_B[key] = nn.Parameter(torch.zeros(fan_out, config.lora_r, device=module.weight.device))
             nn.init.kaiming_uniform_(self.lora_A[key], a=math.sqrt(5))  # as PEFT initialises A; B starts at zero
-            self.hooks.append(module.register_forward_hook(self.adapter_hook(key)))
+            module.register_forward_hook(self.adapter_hook(key))
 
     def adapter_hook(self, key: str):
         def add_update(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -91,9 +90,3 @@ class SuffixLora(Suffix):
             yield
         finally:
             self.active_from = None
-
-    def remove_hooks(self) -> None:
-        """Detach from the backbone (the backbone is then exactly as before)."""
-        for hook in self.hooks:
-            hook.remove()
-        self.hooks = []
