@@ -2,10 +2,10 @@
 
 import pytest
 
-from conftest import DATA_DIR
+from conftest import DATA_DIR, toy_task
 from suffixtune.errors import ConfigError, DataError
 from suffixtune.tasks import get_task
-from suffixtune.tasks.data import custom_task, load_split, tokenize
+from suffixtune.tasks.data import custom_task, encode_rows, load_split, longest_first, tokenize
 
 EXPECTED_ROWS = {  # from ../shared/data/PROVENANCE.md
     ("sst2", "train"): 67349, ("sst2", "validation"): 872,
@@ -119,6 +119,66 @@ def test_tokenize_cuts_long_texts(tokenizer_dir, caplog):
     from suffixtune.tasks.data import Split
 
     tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
-    dataset = tokenize(Split(["word " * 50, "short"], [0, 1], "mem"), tokenizer, max_length=10)
+    dataset = tokenize(Split([{"text": "word " * 50}, {"text": "short"}], [0, 1], "mem", toy_task(2)), tokenizer, max_length=10)
     assert dataset["length"] == [10, 1]
     assert "1 of 2 rows are longer than 10 tokens" in caplog.text
+
+
+def gpt2_tokenizer(tokenizer_dir):
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(tokenizer_dir)
+
+
+def test_longest_first_keeps_what_the_tokenizers_library_keeps(tokenizer_dir):
+    import random
+
+    from tokenizers import Tokenizer
+
+    tokenizer, rng = gpt2_tokenizer(tokenizer_dir), random.Random(0)
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split() * 2
+    for _ in range(300):
+        first, second = (" ".join(words[: rng.randint(1, len(words))]) for _ in range(2))
+        budget = rng.randint(2, 60)
+        backend.enable_truncation(budget, strategy="longest_first")
+        sequence_ids = backend.encode(first, second, add_special_tokens=False).sequence_ids
+        lengths = [len(tokenizer(first).input_ids), len(tokenizer(second).input_ids)]
+        assert longest_first(lengths, budget) == [sequence_ids.count(0), sequence_ids.count(1)], (lengths, budget)
+
+
+def test_a_long_pair_is_cut_inside_its_columns_never_in_the_template(tokenizer_dir):
+    tokenizer, task = gpt2_tokenizer(tokenizer_dir), get_task("rte")  # "Premise: {sentence1}\nHypothesis: {sentence2}"
+    premise = " ".join(["The committee met again on Tuesday."] * 30)
+    short = {"sentence1": "It rains.", "sentence2": "The street is wet."}
+    ids, counts = encode_rows(task, [{"sentence1": premise, "sentence2": "The cat sat on the mat."}, short], tokenizer, 40)
+    text = tokenizer.decode(ids[0])
+    assert text.startswith("Premise: The committee met again") and text.endswith("\nHypothesis: The cat sat on the mat.")
+    assert 38 <= len(ids[0]) <= 40 < counts[0] == len(tokenizer(f"Premise: {premise}\nHypothesis: The cat sat on the mat.").input_ids)
+    assert ids[1] == tokenizer("Premise: It rains.\nHypothesis: The street is wet.").input_ids and counts[1] == len(ids[1])
+
+    ids, _ = encode_rows(task, [{"sentence1": premise, "sentence2": premise}], tokenizer, 40)
+    kept = [tokenizer(part).input_ids for part in tokenizer.decode(ids[0]).removeprefix("Premise: ").split("\nHypothesis: ")]
+    assert len(kept) == 2 and abs(len(kept[0]) - len(kept[1])) <= 1 and premise.startswith(tokenizer.decode(kept[1]))
+
+
+@pytest.mark.parametrize(("task_name", "split", "joint"), [("rte", "train", "\nHypothesis: "), ("rte", "validation", "\nHypothesis: "),
+                                                           ("qnli", "validation", "\nSentence: ")])
+def test_real_pairs_cut_to_128_tokens_keep_both_sentences(tokenizer_dir, task_name, split, joint):
+    tokenizer, task = gpt2_tokenizer(tokenizer_dir), get_task(task_name)
+    rows = load_split(task, split, data_dir=DATA_DIR / task_name).rows
+    ids, counts = encode_rows(task, rows, tokenizer, 128)
+    cut = [i for i, count in enumerate(counts) if count > 128]
+    assert len(cut) >= 10  # these splits have rows this long; cutting at the end dropped their second sentence
+    first, second = task.text_columns
+    for i in cut:
+        head, _, tail = tokenizer.decode(ids[i]).partition(joint)
+        assert len(ids[i]) <= 128 and len(tail) >= min(20, len(rows[i][second])), (i, tokenizer.decode(ids[i]))
+        assert rows[i][second].startswith(tail) and rows[i][first].startswith(head.split(": ", 1)[1].rstrip())
+
+
+def test_pair_rows_must_name_both_columns(tokenizer_dir):
+    with pytest.raises(DataError, match=r"text 2: task 'rte' needs string field\(s\) \['sentence2'\]"):
+        encode_rows(get_task("rte"), [{"sentence1": "a", "sentence2": "b"}, {"sentence1": "a"}], gpt2_tokenizer(tokenizer_dir), 16)
+    with pytest.raises(DataError, match="text 1: task 'rte' classifies text pairs; give an object with fields"):
+        encode_rows(get_task("rte"), ["a b"], gpt2_tokenizer(tokenizer_dir), 16)

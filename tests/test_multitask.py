@@ -135,7 +135,8 @@ def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir,
     assert len(passes) == 1  # columns "text" and "sentence" hold the same string: one pass serves all three
     rows = [{"text": "fine", "premise": "It rains.", "hypothesis": "The street is wet."}, {"text": "bad", "premise": "A", "hypothesis": "B"}]
     results = multitask.classify(rows)
-    expected = classifier.predict_logits(["It rains. ? The street is wet.", "A ? B"]).softmax(-1)
+    formatted = [tokenizer(text, return_tensors="pt").input_ids for text in ["It rains. ? The street is wet.", "A ? B"]]
+    expected = torch.cat([classifier(ids, torch.ones_like(ids)).logits for ids in formatted]).softmax(-1)
     assert [r["pair"]["probabilities"]["yes"] for r in results] == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
     assert list(results[0]) == ["a", "b", "pair"]
     passes = count_calls(backbone.base_model)
@@ -164,3 +165,24 @@ def test_refuses_artifacts_of_another_base_model_and_unknown_or_duplicate_tasks(
         multitask.classify(["hi"], tasks=["x", "z"])
     both = multitask.classify(["hi"])[0]
     assert both["x"]["probabilities"] == pytest.approx(both["y"]["probabilities"], abs=1e-6)
+
+
+def test_tasks_that_cut_the_same_rows_differently_each_read_their_own_cut(tokenizer_dir, tmp_path):
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    texts = ["word " * 40 + "end", "short text", "another long sentence, " * 12]
+    classifiers = {}
+    for number, (name, max_length) in enumerate((("cut-at-8", 8), ("cut-at-64", 64))):
+        torch.manual_seed(number)
+        classifier = Classifier.build(backbone, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=3), max_length=max_length)
+        with torch.no_grad():
+            classifier.head.linear.weight.normal_()
+        classifier.save_pretrained(tmp_path / name)
+        classifiers[name] = (classifier, max_length)
+    multitask = MultiTaskClassifier.from_pretrained({name: tmp_path / name for name in classifiers}, backbone=backbone, tokenizer=tokenizer)
+    assert sorted(group.tasks for group in multitask.encode(texts)) == [["cut-at-64"], ["cut-at-8"]]
+    results = multitask.classify(texts)
+    for name, (classifier, max_length) in classifiers.items():
+        cut = [torch.tensor([tokenizer(text).input_ids[:max_length]]) for text in texts]
+        expected = torch.cat([classifier(ids, torch.ones_like(ids)).logits for ids in cut]).softmax(-1)
+        got = torch.tensor([list(result[name]["probabilities"].values()) for result in results])
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

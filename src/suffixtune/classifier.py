@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from .errors import ArtifactError, ConfigError
 from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
 from .tasks import Task
+from .tasks.data import Row, encode_rows
 from .text_cache import TextCache, read_texts
 from .text_pass import backbone_call, check_nonempty, head_logits, method_states, pool, pool_positions
 
@@ -242,23 +244,23 @@ class Classifier(nn.Module):
         return classifier
 
     @torch.no_grad()
-    def predict_logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Logits [N, C] for formatted texts, run in length-sorted batches."""
+    def predict_logits(self, rows: Sequence[Row], batch_size: int = 64) -> torch.Tensor:
+        """Logits [N, C] in length-sorted batches; a row is a text, or a mapping of a text-pair task's columns."""
         was_training = self.training
         self.eval()
-        encoded = self.tokenizer(texts, add_special_tokens=True).input_ids
-        encoded = [row[: self.classifier_config.max_length] for row in encoded]
+        config = self.classifier_config
+        encoded, _ = encode_rows(config.as_task(), rows, self.tokenizer, config.max_length)
         check_nonempty(encoded)
         device = self.backbone.get_input_embeddings().weight.device
-        logits = torch.empty(len(texts), self.classifier_config.num_labels)
+        logits = torch.empty(len(rows), config.num_labels)
         for chunk, batch in length_sorted_batches(self.tokenizer, encoded, batch_size, device):
             logits[chunk] = self(batch["input_ids"], batch["attention_mask"]).logits.cpu()
         self.train(was_training)
         return logits
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
-        """Label and class probabilities (or a value, for regression) per text."""
-        return [self.describe(row) for row in self.predict_logits(texts, batch_size)]
+    def predict(self, rows: Sequence[Row], batch_size: int = 64) -> list[dict[str, Any]]:
+        """Label and class probabilities (or a value, for regression) per row."""
+        return [self.describe(logits) for logits in self.predict_logits(rows, batch_size)]
 
     def describe(self, logits: torch.Tensor) -> dict[str, Any]:
         names = self.classifier_config.label_names

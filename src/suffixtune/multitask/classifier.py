@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..artifacts import read_config
 from ..backbone import load_backbone
 from ..classifier import Classifier, check_base_model, length_sorted_batches
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..methods import get_method
+from ..tasks.data import Row, encode_rows
 from ..text_pass import check_nonempty, encode_texts, head_logits, method_states, packed_pass, pool
 
 logger = logging.getLogger(__name__)
 
-Row = str | Mapping[str, str]
 TEXT_PASSES = ("packed", "cached")  # see shared_pass_logits
 
 
@@ -145,18 +145,17 @@ class MultiTaskClassifier:
         Tasks share a group when every row gives them the same tokens after formatting and truncation, whatever
         their columns are called.
         """
-        token_ids: dict[tuple[str, ...], list[list[int]]] = {}
+        encoded: dict[tuple, tuple[list[list[int]], list[int]]] = {}
         groups: dict[tuple, TextGroup] = {}
         for name in self.check_tasks(tasks):
             config = self.classifiers[name].classifier_config
-            task, columns = config.as_task(), tuple(config.text_columns)
-            texts = tuple(task.format(as_row(row, number, name, columns)) for number, row in enumerate(rows, start=1))
-            if texts not in token_ids:
-                token_ids[texts] = self.tokenizer(list(texts), add_special_tokens=True).input_ids
-                check_nonempty(token_ids[texts])
-            full = token_ids[texts]
-            read = tuple(tuple(ids[: config.max_length]) for ids in full)
-            group = groups.setdefault(read, TextGroup([], [list(ids) for ids in read], [len(ids) for ids in full]))
+            task = replace(config.as_task(), name=name)
+            key = (task.template, task.text_columns, config.max_length)
+            if key not in encoded:
+                encoded[key] = encode_rows(task, rows, self.tokenizer, config.max_length)
+                check_nonempty(encoded[key][0])
+            ids, counts = encoded[key]
+            group = groups.setdefault(tuple(map(tuple, ids)), TextGroup([], ids, counts))
             group.tasks.append(name)
         return list(groups.values())
 
@@ -228,14 +227,3 @@ def name_artifacts(artifacts: Sequence[tuple[str | None, str | os.PathLike]]) ->
             )
         named[name] = str(Path(directory))
     return named
-
-
-def as_row(row: Row, number: int, task: str, columns: tuple[str, ...]) -> Mapping[str, str]:
-    if isinstance(row, str):
-        if len(columns) > 1:
-            raise DataError(f"text {number}: task {task!r} classifies text pairs; give an object with fields {list(columns)}")
-        return {columns[0]: row}
-    missing = [c for c in columns if not isinstance(row.get(c), str)]
-    if missing:
-        raise DataError(f"text {number}: task {task!r} needs string field(s) {missing}, got fields {sorted(row)}")
-    return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,11 +20,22 @@ logger = logging.getLogger(__name__)
 READERS = {".tsv", ".csv", ".parquet", ".jsonl", ".json"}
 
 
+Row = str | Mapping[str, str]
+
+
 @dataclass
 class Split:
-    texts: list[str]
+    rows: list[dict[str, str]]  # the task's text columns, per row
     labels: list[int] | list[float]
     source: str
+    task: Task
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.task.format(row) for row in self.rows]
+
+    def select(self, indices: Sequence[int]) -> Split:
+        return replace(self, rows=[self.rows[i] for i in indices], labels=[self.labels[i] for i in indices])
 
 
 def read_table(path: str | Path, headerless_columns: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -88,16 +100,15 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; available columns are {list(map(str, frame.columns))}")
-    rows = frame[needed].to_dict("records")
-    texts = []
-    for number, row in enumerate(rows, start=1):
+    records = frame[needed].to_dict("records")
+    for number, row in enumerate(records, start=1):
         for column in task.text_columns:
             value = row[column]
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs text")
-        texts.append(task.format(row))
-    labels = [row[task.label_column] for row in rows]
-    return Split(texts, encode_labels(labels, task, source), source)
+    labels = [row[task.label_column] for row in records]
+    rows = [{column: row[column] for column in task.text_columns} for row in records]
+    return Split(rows, encode_labels(labels, task, source), source, task)
 
 
 def encode_labels(values: list, task: Task, source: str) -> list[int] | list[float]:
@@ -172,9 +183,81 @@ def custom_task(
 
 def tokenize(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
     """Token ids cut to `max_length` (the text is cut, never the prompt), with lengths for length-grouped batches."""
-    ids = tokenizer(split.texts, add_special_tokens=True).input_ids
-    too_long = sum(len(row) > max_length for row in ids)
+    ids, counts = encode_rows(split.task, split.rows, tokenizer, max_length)
+    too_long = sum(count > max_length for count in counts)
     if too_long:
         logger.warning("%s: %d of %d rows are longer than %d tokens and were cut", split.source, too_long, len(ids), max_length)
-        ids = [row[:max_length] for row in ids]
     return Dataset.from_dict({"input_ids": ids, "labels": split.labels, "length": [len(row) for row in ids]})
+
+
+def text_row(row: Row, number: int, task: Task) -> Mapping[str, str]:
+    """A row's text columns; a plain string is the text of a one-column task."""
+    columns = task.text_columns
+    if isinstance(row, str):
+        if len(columns) > 1:
+            raise DataError(f"text {number}: task {task.name!r} classifies text pairs; give an object with fields {list(columns)}")
+        return {columns[0]: row}
+    missing = [c for c in columns if not isinstance(row.get(c), str)]
+    if missing:
+        raise DataError(f"text {number}: task {task.name!r} needs string field(s) {missing}, got fields {sorted(row)}")
+    return row
+
+
+def encode_rows(
+    task: Task, rows: Sequence[Row], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each formatted row, at most `max_length`, and each row's token count before any cut.
+
+    A row too long is cut inside its text columns, never in the template around them: the longest column loses
+    a token at a time (transformers' longest-first rule for pairs, so neither sentence of a pair is lost), and
+    the cut columns are formatted again.
+    """
+    rows = [text_row(row, number, task) for number, row in enumerate(rows, start=1)]
+    ids = tokenizer([task.format(row) for row in rows], add_special_tokens=True).input_ids
+    counts = [len(row_ids) for row_ids in ids]
+    for i, row in enumerate(rows):
+        if counts[i] > max_length:
+            ids[i] = cut_columns(task, row, ids[i], tokenizer, max_length)
+    return ids, counts
+
+
+def cut_columns(task: Task, row: Mapping[str, str], ids: list[int], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[int]:
+    columns = task.text_columns
+    pieces = tokenizer([row[c] for c in columns], add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast)
+    lengths = [len(piece) for piece in pieces.input_ids]
+    budget = max_length - (len(ids) - sum(lengths))  # what the template and special tokens leave
+    for _ in range(4):  # a cut can merge or split tokens at its edges; shrink until the formatted row fits
+        keep = longest_first(lengths, max(budget, 0))
+        cut = {c: prefix(row[c], pieces, i, n, tokenizer) for i, (c, n) in enumerate(zip(columns, keep, strict=True))}
+        new_ids = tokenizer(task.format(cut), add_special_tokens=True).input_ids
+        if len(new_ids) <= max_length:
+            return new_ids
+        budget -= len(new_ids) - max_length
+    return new_ids[:max_length]
+
+
+def longest_first(lengths: list[int], budget: int) -> list[int]:
+    """Tokens each column keeps under the `tokenizers` library's longest-first rule: the longest columns are cut
+    to one level, and where that leaves a token over, the one that was longer (on a tie, the later) keeps it."""
+    if sum(lengths) <= budget:
+        return list(lengths)
+    low, high = 0, max(lengths)  # the largest level t with sum(min(n, t)) <= budget
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if sum(min(n, middle) for n in lengths) <= budget else (low, middle - 1)
+    keep = [min(n, low) for n in lengths]
+    extra = budget - sum(keep)  # fewer than the columns cut to `low`
+    for i in sorted((i for i, n in enumerate(lengths) if n > low), key=lambda i: (lengths[i], i), reverse=True)[:extra]:
+        keep[i] += 1
+    return keep
+
+
+def prefix(text: str, pieces, column: int, tokens: int, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The text of a column's first `tokens` tokens."""
+    if tokens >= len(pieces.input_ids[column]):
+        return text
+    if tokens == 0:
+        return ""
+    if tokenizer.is_fast:
+        return text[: pieces["offset_mapping"][column][tokens - 1][1]]
+    return tokenizer.decode(pieces.input_ids[column][:tokens], clean_up_tokenization_spaces=False)

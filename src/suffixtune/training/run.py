@@ -99,10 +99,9 @@ def no_frozen_text(method_name: str, args: TrainingArguments) -> str | None:
 
 
 def subsample(split: Split, limit: int | None, seed: int) -> Split:
-    if limit is None or limit >= len(split.texts):
+    if limit is None or limit >= len(split.rows):
         return split
-    keep = np.sort(np.random.default_rng(seed).choice(len(split.texts), size=limit, replace=False))
-    return Split([split.texts[i] for i in keep], [split.labels[i] for i in keep], split.source)
+    return split.select(np.sort(np.random.default_rng(seed).choice(len(split.rows), size=limit, replace=False)))
 
 
 class EvalRecorder:
@@ -303,7 +302,7 @@ def load_splits(tasks: list[Task], split: str, **where) -> Split:
     splits = [load_split(task, split, **where) for task in tasks]
     if len(splits) == 1:
         return splits[0]
-    return Split(splits[0].texts, [list(labels) for labels in zip(*(s.labels for s in splits), strict=True)], splits[0].source)
+    return replace(splits[0], labels=[list(labels) for labels in zip(*(s.labels for s in splits), strict=True)])
 
 
 def evaluate_artifact(
@@ -321,7 +320,7 @@ def evaluate_classifier(
         task = replace(get_task(task.name), label_names=task.label_names)
     split = load_split(task, split_name, data_dir=data_args.data, file=data_args.validation)
     split = subsample(split, data_args.max_eval_samples, seed=0)
-    logits = classifier.predict_logits(split.texts, batch_size).numpy()
+    logits = classifier.predict_logits(split.rows, batch_size).numpy()
     predictions = predictions_from_logits(logits, task.is_regression)
     labels = np.asarray(split.labels)
     failure = collapse_reason(predictions, labels, task.label_names)
