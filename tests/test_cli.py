@@ -26,7 +26,8 @@ def train_args(tiny_model_dir, tmp_path, *extra, method="suffix"):
 def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
     assert main(train_args(tiny_model_dir, tmp_path, "--num_train_epochs", "4", "--learning_rate", "3e-2")) == 0
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir() if p.is_file()} == {"metrics.json", "suffixtune_config.json", "suffixtune_model.safetensors"}
+    assert {p.name for p in run.iterdir() if p.is_file()} == {
+        "metrics.json", "suffixtune_config.json", "suffixtune_model.safetensors", "suffixtune_run_settings.json"}
     for checkpoint in run.glob("checkpoint-*"):
         assert not (checkpoint / "model.safetensors").exists()  # never a copy of the backbone
         assert (checkpoint / "suffixtune_model.safetensors").stat().st_size < 10_000
@@ -78,13 +79,44 @@ def test_every_method_trains_through_the_cli(tiny_model_dir, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes(tiny_model_dir, tmp_path, caplog):
-    steps = ["--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2"]
-    assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "4", *steps)) == 0
-    assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "6", *steps)) == 0
+def test_a_run_directory_resumes_only_its_own_run(tiny_model_dir, tmp_path, caplog, capsys):
+    import shutil
+
+    def run_main(*extra, max_steps="6"):
+        steps = ["--max_steps", max_steps, "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps",
+                 "--eval_steps", "2", "--save_total_limit", "5"]
+        return main(train_args(tiny_model_dir, tmp_path, *steps, *extra))
+
+    run = tmp_path / "run"
+    assert run_main() == 0
+    shutil.rmtree(run / "checkpoint-6")
+    (run / "metrics.json").unlink()  # as if killed after the checkpoint of step 4
+    assert run_main() == 0
     assert "resuming from checkpoint" in caplog.text and "checkpoint-4" in caplog.text
-    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6]
+    record = json.loads((run / "metrics.json").read_text())
+    assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6] and record["resumed_from"].endswith("checkpoint-4")
+
+    capsys.readouterr()
+    assert run_main("--learning_rate", "1e-2") == 2
+    error = capsys.readouterr().err
+    assert ("holds a run (last checkpoint checkpoint-6) with other settings: --head_learning_rate 0.003 (stored) vs 0.01 (now), "
+            "--learning_rate 0.003 (stored) vs 0.01 (now).") in error  # the head's rate follows --learning_rate
+    assert "--overwrite_output_dir true" in error and "--resume_from_checkpoint" in error
+    assert run_main("--prompt_length", "6") == 2
+    assert "--prompt_length 4 (stored) vs 6 (now)" in capsys.readouterr().err
+    assert run_main("--prompt_length", "6", "--resume_from_checkpoint", str(run / "checkpoint-6")) == 2
+    assert "other settings of the model, data or method: --prompt_length 4 (stored) vs 6 (now)" in capsys.readouterr().err
+    assert json.loads((run / "metrics.json").read_text()) == record  # refused runs touch nothing
+
+    assert run_main("--resume_from_checkpoint", str(run / "checkpoint-6"), max_steps="8") == 0  # more steps, on purpose
+    record = json.loads((run / "metrics.json").read_text())
+    assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6, 8]
+    assert record["resumed_with_changes"] == [{"flag": "max_steps", "stored": 6, "now": 8}]
+
+    assert run_main("--learning_rate", "1e-2", "--overwrite_output_dir", "true") == 0
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["resumed_from"] is None and record["config"]["training"]["learning_rate"] == 1e-2
+    assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6] and not (run / "checkpoint-8").exists()
 
 
 def test_collapsed_run_is_reported_failed(tiny_model_dir, tmp_path, capsys):

@@ -71,6 +71,11 @@ class TrainingArguments(transformers.TrainingArguments):
     """Hugging Face TrainingArguments with defaults measured for prompt methods (see docs/results.md)."""
 
     output_dir: str | None = field(default=None, metadata={"help": "Run directory: artifact, metrics.json, checkpoints.", "aliases": ["--output"]})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an --output that holds another run: its checkpoints, record and artifact "
+                  "are removed first (without it, such a directory is refused unless its settings match)."},
+    )
     do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
     learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's own (3e-3 suffix, prefix, deep-prefix, head; 5e-4 lora; 5e-5 last-blocks; 2e-5 full)."})
     head_learning_rate: float | None = field(

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, EvalPrediction, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .. import __version__
 from ..artifacts import write_json
@@ -29,6 +28,7 @@ from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
 from ..text_cache import open_text_cache
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
+from .resume import RunSettingsCallback, prepare_run_directory, run_settings
 from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback
 
 logger = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ def train(
         method_args.standardize = method.default_standardize
     args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
     args.greater_is_better = True
+    settings = run_settings(model_args, data_args, method_args, method_config, args)
+    resume, resume_changes = prepare_run_directory(args, settings)
     train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
     validation = load_splits(tasks, "validation", data_dir=data_args.data, file=data_args.validation)
 
@@ -206,16 +208,13 @@ def train(
             budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
         )
     divergence, recorder = DivergenceCallback(), EvalRecorder(tasks)
-    callbacks = [divergence] + ([TextCacheCallback(model.text_cache)] if model.text_cache else [])
+    callbacks = [divergence, RunSettingsCallback(settings)] + ([TextCacheCallback(model.text_cache)] if model.text_cache else [])
     trainer = recorder.trainer = ClassifierTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
     )
     train_metrics: dict[str, float] = {}
     if train_dataset is not None:
-        resume = args.resume_from_checkpoint
-        if resume is None and Path(args.output_dir).is_dir():
-            resume = get_last_checkpoint(args.output_dir)
         if resume:
             logger.warning("resuming from checkpoint %s", resume)
         train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
@@ -247,6 +246,8 @@ def train(
         "text_cache": None if model.text_cache is None else model.text_cache.summary(),
         "tasks_trained_together": [task.name for task in tasks] if len(tasks) > 1 else None,
         "seed": args.seed,
+        "resumed_from": resume,
+        "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
         "processes": args.world_size,
         "versions": versions,
     }
