@@ -182,3 +182,33 @@ def test_pair_rows_must_name_both_columns(tokenizer_dir):
         encode_rows(get_task("rte"), [{"sentence1": "a", "sentence2": "b"}, {"sentence1": "a"}], gpt2_tokenizer(tokenizer_dir), 16)
     with pytest.raises(DataError, match="text 1: task 'rte' classifies text pairs; give an object with fields"):
         encode_rows(get_task("rte"), ["a b"], gpt2_tokenizer(tokenizer_dir), 16)
+
+
+def test_labels_are_what_they_say(tmp_path):
+    task = custom_task(custom(tmp_path, "text,label\na,1.0\nb,2.0\nc,2\n"), "text", None, "label", regression=False)
+    assert task.label_names == ("1", "2")  # whole numbers compare as numbers, whatever their spelling
+    validation = custom(tmp_path, "text,label\na,2\nb,1.0\nc,1\n", "validation.csv")
+    assert load_split(task, "validation", file=validation).labels == [1, 0, 0]
+    with pytest.raises(DataError, match=r"validation.csv: row 1, column 'label': unknown label '0'; expected one of \['1', '2'\]$"):
+        load_split(task, "validation", file=custom(tmp_path, "text,label\na,0\nb,1\n", "validation.csv"))  # not index 0
+    assert load_split(get_task("sst2"), "train", file=custom(tmp_path, "sentence,label\na,1\nb,0.0\n", "t.csv")).labels == [1, 0]
+
+
+def test_empty_and_repeated_header_labels_name_the_row(tmp_path):
+    with pytest.raises(DataError, match=r"train.csv: row 2, column 'label' is empty; every row needs a label"):
+        custom_task(custom(tmp_path, "text,label\na,pos\nb,\nc,neg\n"), "text", None, "label", regression=False)
+    with pytest.raises(DataError, match=r"train.csv: row 2 repeats the header \['text', 'label'\]"):
+        custom_task(custom(tmp_path, "text,label\na,pos\ntext,label\nc,neg\n"), "text", None, "label", regression=False)
+    task = custom_task(custom(tmp_path, "text,label\na,pos\nc,neg\n"), "text", None, "label", regression=False)
+    with pytest.raises(DataError, match=r"validation.csv: row 3 repeats the header"):
+        load_split(task, "validation", file=custom(tmp_path, "text,label\na,pos\nb,neg\ntext,label\n", "validation.csv"))
+    with pytest.raises(DataError, match=r"validation.csv: row 1, column 'label' is empty"):
+        load_split(task, "validation", file=custom(tmp_path, "text,label\na,\n", "validation.csv"))
+    with pytest.raises(DataError, match=r"v.jsonl: row 2, column 'label' is empty"):
+        load_split(task, "validation", file=custom(tmp_path, '{"text": "a", "label": "pos"}\n{"text": "b", "label": null}\n', "v.jsonl"))
+
+
+def test_fractional_labels_suggest_regression(tmp_path):
+    rows = "".join(f"t{i},{i / 10}\n" for i in range(64))
+    with pytest.raises(DataError, match=r"holds numbers that are not whole \(0.1, 0.2, 0.3, ...\): pass --regression"):
+        custom_task(custom(tmp_path, "text,label\n" + rows), "text", None, "label", regression=False)

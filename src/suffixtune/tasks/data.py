@@ -101,6 +101,7 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; available columns are {list(map(str, frame.columns))}")
     records = frame[needed].to_dict("records")
+    check_header_not_repeated(records, source)
     for number, row in enumerate(records, start=1):
         for column in task.text_columns:
             value = row[column]
@@ -111,8 +112,22 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
     return Split(rows, encode_labels(labels, task, source), source, task)
 
 
+def check_header_not_repeated(records: list[dict], source: str) -> None:
+    """A row whose every cell is its column's name is a header pasted in again (files joined with `cat`)."""
+    for number, row in enumerate(records, start=1):
+        if all(str(value).strip() == str(column) for column, value in row.items()):
+            raise DataError(f"{source}: row {number} repeats the header {list(row)}; remove it (files joined with their headers?)")
+
+
+def check_labels_present(values: list, column: str, source: str) -> None:
+    for number, value in enumerate(values, start=1):
+        if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
+            raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs a label")
+
+
 def encode_labels(values: list, task: Task, source: str) -> list[int] | list[float]:
     column = task.label_column
+    check_labels_present(values, column, source)
     if task.is_regression:
         encoded = []
         for number, value in enumerate(values, start=1):
@@ -122,18 +137,20 @@ def encode_labels(values: list, task: Task, source: str) -> list[int] | list[flo
                 raise DataError(f"{source}: row {number}, column {column!r}: {value!r} is not a number") from None
         return encoded
     names = {name: index for index, name in enumerate(task.label_names)}
+    numeric_names = all(as_number(name) is not None for name in names)
+    by_value = {as_number(name): index for name, index in names.items()} if numeric_names else {}
     encoded, kinds = [], {}
     for number, value in enumerate(values, start=1):
         text = str(value).strip()
-        if text in names:
+        if text in names or as_number(text) in by_value:
             kinds.setdefault("name", (number, text))
-            encoded.append(names[text])
+            encoded.append(names[text] if text in names else by_value[as_number(text)])
             continue
-        index = as_int(text)
+        index = None if numeric_names else as_int(text)  # numeric classes match by value, never by position
         if index is None or not 0 <= index < len(names):
+            indices = "" if numeric_names else f" or an index 0..{len(names) - 1}"
             raise DataError(
-                f"{source}: row {number}, column {column!r}: unknown label {value!r}; "
-                f"expected one of {list(names)} or an index 0..{len(names) - 1}"
+                f"{source}: row {number}, column {column!r}: unknown label {value!r}; expected one of {list(names)}{indices}"
             )
         kinds.setdefault("index", (number, text))
         encoded.append(index)
@@ -146,12 +163,17 @@ def encode_labels(values: list, task: Task, source: str) -> list[int] | list[flo
     return encoded
 
 
-def as_int(text: str) -> int | None:
+def as_number(text: str) -> float | None:
     try:
         number = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
-    return int(number) if number.is_integer() else None
+    return number if number == number else None
+
+
+def as_int(text: str) -> int | None:
+    number = as_number(text)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def custom_task(
@@ -168,11 +190,21 @@ def custom_task(
     frame = read_table(train_file)
     if label_column not in frame.columns:
         raise DataError(f"{train_file}: missing column {label_column!r}; available columns are {list(frame.columns)}")
-    values = sorted({str(v).strip() for v in frame[label_column]})
-    numeric = [as_int(v) for v in values]
-    if all(n is not None for n in numeric):
-        values = [str(n) for n in sorted(numeric)]
-    elif any(n is not None for n in numeric):
+    records = frame[[c for c in (*text_columns, label_column) if c in frame.columns]].to_dict("records")
+    check_header_not_repeated(records, str(train_file))
+    labels = [record[label_column] for record in records]
+    check_labels_present(labels, label_column, str(train_file))
+    values = sorted({str(v).strip() for v in labels})
+    numbers = [as_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        if not all(n.is_integer() for n in numbers):
+            fractional = [v for v, n in zip(values, numbers, strict=True) if not n.is_integer()]
+            raise DataError(
+                f"{train_file}: column {label_column!r} holds numbers that are not whole ({', '.join(fractional[:3])}, ...): "
+                "pass --regression for real-valued labels, or give classes as names or whole numbers"
+            )
+        values = [str(n) for n in sorted({int(n) for n in numbers})]
+    elif any(n is not None for n in numbers):
         raise DataError(
             f"{train_file}: column {label_column!r} mixes label names and numbers ({values[:6]}); use one kind throughout"
         )
