@@ -131,3 +131,61 @@ def test_config_records_num_labels(backbone, tmp_path):
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["num_labels"] == 3 and config["label_names"] == ["class0", "class1", "class2"]
     assert config["method"] == "suffix" and config["method_config"]["prompt_length"] == 20
+
+
+def test_another_tokenizer_is_refused(tokenizer_dir, tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    classifier = Classifier.build(model, tokenizer, toy_task(2))
+    classifier.save_pretrained(tmp_path)
+    prefixed = GPT2TokenizerFast.from_pretrained(tokenizer_dir, add_prefix_space=True)
+    assert prefixed("great").input_ids != tokenizer("great").input_ids  # the same text, other ids
+    with pytest.raises(ArtifactError, match="was trained with another tokenizer .*add_prefix_space"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=prefixed)
+    left = GPT2TokenizerFast.from_pretrained(tokenizer_dir, padding_side="left", pad_token="<|endoftext|>")
+    left(TEXTS, padding=True, truncation=True, max_length=8)  # padding and truncation settings are not the tokenizer
+    loaded = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=left)
+    torch.testing.assert_close(loaded.predict_logits(TEXTS), classifier.predict_logits(TEXTS), atol=1e-5, rtol=0)
+
+
+def test_weights_hash_follows_training_in_place(tokenizer_dir, tmp_path):
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    before = weights_hash(model)
+    Classifier.build(model, tokenizer, toy_task(2)).save_pretrained(tmp_path)
+    with torch.no_grad():  # what an optimizer step of full fine-tuning does to the shared backbone
+        model.transformer.h[0].mlp.c_fc.weight.add_(0.5)
+    changed = make_backbone("gpt2", tokenizer_dir)[0]
+    with torch.no_grad():
+        changed.transformer.h[0].mlp.c_fc.weight.add_(0.5)
+    assert weights_hash(model) != before and weights_hash(model) == weights_hash(changed)
+    with pytest.raises(ArtifactError, match="was trained on base model"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+
+
+def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=4)).save_pretrained(tmp_path)
+    config, weights = json.loads((tmp_path / CONFIG_NAME).read_text()), (tmp_path / WEIGHTS_NAME).read_bytes()
+
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({**config, "method": "prefix"}))
+    with pytest.raises(ArtifactError, match="suffixtune_config.json is not the config these weights were saved with"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({**config, "base_model": "/elsewhere/tiny-gpt2"}))
+    Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)  # a moved base model is fine: its weights are hashed
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+
+    state = load_file(tmp_path / WEIGHTS_NAME)
+    save_file({**state, "method.prompt": torch.full_like(state["method.prompt"], float("nan"))}, tmp_path / WEIGHTS_NAME)
+    with pytest.raises(ArtifactError, match="tensor 'method.prompt' holds NaN or infinite values"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    save_file({**state, "method.prompt": torch.zeros(6, 32)}, tmp_path / WEIGHTS_NAME)  # no binding, as before this check
+    with pytest.raises(ArtifactError, match=r"tensor 'method.prompt' has shape \[6, 32\], the config's method needs \[4, 32\]"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    (tmp_path / WEIGHTS_NAME).write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ArtifactError, match="suffixtune_model.safetensors: the artifact's weights are damaged"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -38,6 +39,7 @@ class ClassifierConfig:
     max_length: int = 256
     pooling: str = "last"
     suffixtune_version: str = ""
+    tokenizer_hash: str | None = None  # None: saved before tokenizers were checked
 
     def __post_init__(self):
         expected = 1 if self.label_names is None else len(self.label_names)
@@ -52,6 +54,12 @@ class ClassifierConfig:
             label_names=None if self.label_names is None else tuple(self.label_names),
             label_words=None if self.label_words is None else tuple(self.label_words),
         )
+
+
+def config_digest(config: ClassifierConfig) -> str:
+    """Hash of the config as saved, bar the base model's path (moving the model is fine; its weights are hashed)."""
+    fields = {key: value for key, value in asdict(config).items() if key != "base_model"}
+    return hashlib.blake2b(json.dumps(fields, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 def read_config(directory: str | os.PathLike) -> ClassifierConfig:

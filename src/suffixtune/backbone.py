@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -116,16 +117,21 @@ def prepare_backbone(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
 
 @torch.no_grad()
 def weights_hash(model: PreTrainedModel) -> str:
-    """Fingerprint of the weights, rounded to bfloat16 so fp32 and bf16 loads of one checkpoint agree."""
+    """Fingerprint of the weights, rounded to bfloat16 so fp32 and bf16 loads of one checkpoint agree.
+
+    Kept until a parameter changes: an in-place update (an optimizer step) bumps its version, so training the
+    backbone makes the next call hash again.
+    """
+    versions = tuple((param.data_ptr(), param._version) for param in model.parameters())
     cached = getattr(model, "_suffixtune_weights_hash", None)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == versions:
+        return cached[1]
     digest = hashlib.blake2b(digest_size=16)
     for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
         digest.update(name.encode())
         digest.update(param.detach().to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes())
-    model._suffixtune_weights_hash = digest.hexdigest()
-    return model._suffixtune_weights_hash
+    model._suffixtune_weights_hash = (versions, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def kv_shape(backbone: PreTrainedModel) -> tuple[int, int, int]:
@@ -140,6 +146,10 @@ def kv_shape(backbone: PreTrainedModel) -> tuple[int, int, int]:
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Hash of everything that decides token ids: vocabulary, merges or model, special tokens, normalisation."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    extra = repr((type(tokenizer).__name__, tokenizer.all_special_tokens, getattr(tokenizer, "add_prefix_space", None)))
+    if backend is not None:  # padding and truncation settings change with each call, never the ids of a text
+        state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}, sort_keys=True)
+    else:
+        state = repr(sorted(tokenizer.get_vocab().items()))
+    special = sorted((role, str(token)) for role, token in tokenizer.special_tokens_map.items() if role != "pad_token")  # pads are masked
+    extra = repr((type(tokenizer).__name__, special, getattr(tokenizer, "add_prefix_space", None)))
     return hashlib.blake2b((state + extra).encode(), digest_size=16).hexdigest()

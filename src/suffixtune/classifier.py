@@ -9,14 +9,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import __version__
-from .artifacts import WEIGHTS_NAME, ClassifierConfig, atomic_write, read_config, write_config
-from .backbone import load_backbone, weights_hash
+from .artifacts import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ClassifierConfig,
+    atomic_write,
+    config_digest,
+    read_config,
+    write_config,
+)
+from .backbone import load_backbone, tokenizer_fingerprint, weights_hash
 from .errors import ArtifactError, ConfigError
 from .heads import Head, build_head
 from .methods import Method, MethodConfig, get_method
@@ -33,14 +42,22 @@ def check_pooling(pooling: str) -> None:
         raise ConfigError(f"unknown pooling {pooling!r}; choose from {list(POOLINGS)}")
 
 
-def check_base_model(directory: str | os.PathLike, config: ClassifierConfig, backbone: PreTrainedModel) -> None:
-    """Refuse to load an artifact onto weights other than those it was trained on."""
+def check_base_model(
+    directory: str | os.PathLike, config: ClassifierConfig, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Refuse to load an artifact onto weights, or with a tokenizer, other than those it was trained with."""
     hidden = backbone.get_input_embeddings().embedding_dim
     if hidden != config.hidden_size or weights_hash(backbone) != config.base_model_hash:
         raise ArtifactError(
             f"{directory} was trained on base model {config.base_model!r} (hidden size {config.hidden_size}, "
             f"weights {config.base_model_hash}), but the given model {backbone.name_or_path!r} has hidden size "
             f"{hidden}, weights {weights_hash(backbone)}; load it onto {config.base_model!r}"
+        )
+    if config.tokenizer_hash is not None and tokenizer_fingerprint(tokenizer) != config.tokenizer_hash:
+        raise ArtifactError(
+            f"{directory} was trained with another tokenizer (fingerprint {config.tokenizer_hash}, the given one is "
+            f"{tokenizer_fingerprint(tokenizer)}): its vocabulary, merges, special tokens or settings such as "
+            f"add_prefix_space differ, so texts would become other token ids; use the tokenizer of {config.base_model!r}"
         )
 
 
@@ -99,6 +116,7 @@ class Classifier(nn.Module):
         config = ClassifierConfig(
             base_model=backbone.name_or_path,
             base_model_hash=weights_hash(backbone),
+            tokenizer_hash=tokenizer_fingerprint(tokenizer),
             hidden_size=backbone.get_input_embeddings().embedding_dim,
             method=method,
             method_config=method_config.to_dict(),
@@ -203,24 +221,42 @@ class Classifier(nn.Module):
         return {name: tensor for name, tensor in self.state_dict().items() if name in trainable}
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write the trained weights and the config, each atomically."""
+        """Write the trained weights, bound to the config by its hash in their metadata, and the config, each atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
-        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        metadata = {"format": "pt", "suffixtune_config": config_digest(self.classifier_config)}
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata=metadata))
         write_config(self.classifier_config, directory)
 
     def load_trained_weights(self, directory: str | os.PathLike) -> None:
+        """Load what trained, after checking the weights belong to this config, fit its method and are finite."""
         path = Path(directory) / WEIGHTS_NAME
         if not path.is_file():
             raise ArtifactError(f"{directory}: no {WEIGHTS_NAME}")
-        state = load_file(path, device=str(self.backbone.device))
-        expected = set(self.trainable_state_dict())
-        if set(state) != expected:
+        try:
+            with safe_open(path, "pt", device=str(self.backbone.device)) as saved:
+                bound_to = (saved.metadata() or {}).get("suffixtune_config")
+                state = {name: saved.get_tensor(name) for name in saved.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ArtifactError(f"{path}: the artifact's weights are damaged ({error}); save or train it again") from None
+        if bound_to is not None and bound_to != config_digest(self.classifier_config):
             raise ArtifactError(
-                f"{path}: tensors {sorted(set(state) ^ expected)} do not fit method "
+                f"{directory}: {CONFIG_NAME} is not the config these weights were saved with (edited since?); "
+                "restore it, or train the artifact again with the settings you want"
+            )
+        expected = {name: tensor.shape for name, tensor in self.trainable_state_dict().items()}
+        if set(state) != set(expected):
+            raise ArtifactError(
+                f"{path}: tensors {sorted(set(state) ^ set(expected))} do not fit method "
                 f"{self.classifier_config.method!r} with head {self.classifier_config.head!r}"
             )
+        for name, tensor in state.items():
+            if tensor.shape != expected[name]:
+                raise ArtifactError(f"{path}: tensor {name!r} has shape {list(tensor.shape)}, the config's method needs "
+                                    f"{list(expected[name])}")
+            if not torch.isfinite(tensor).all():
+                raise ArtifactError(f"{path}: tensor {name!r} holds NaN or infinite values; the artifact is damaged")
         self.load_state_dict(state, strict=False)
 
     @classmethod
@@ -238,7 +274,7 @@ class Classifier(nn.Module):
             backbone, tokenizer = load_backbone(config.base_model, dtype=dtype, device=device)
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the backbone")
-        check_base_model(directory, config, backbone)
+        check_base_model(directory, config, backbone, tokenizer)
         classifier = cls._assemble(backbone, tokenizer, config)
         classifier.load_trained_weights(directory)
         return classifier

@@ -114,7 +114,7 @@ class MultiTaskClassifier:
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the backbone")
         for name, config in configs.items():
-            check_base_model(named[name], config, backbone)
+            check_base_model(named[name], config, backbone, tokenizer)
         classifiers = {}
         for name, config in configs.items():
             method = get_method(config.method)
