@@ -119,6 +119,27 @@ def test_a_run_directory_resumes_only_its_own_run(tiny_model_dir, tmp_path, capl
     assert [epoch["step"] for epoch in record["epochs"]] == [2, 4, 6] and not (run / "checkpoint-8").exists()
 
 
+@pytest.mark.slow
+def test_speed_counts_the_tokens_trained_in_this_process(tiny_model_dir, tmp_path):
+    import csv
+
+    from transformers import AutoTokenizer
+
+    def run_main(*extra):
+        steps = ["--train_sampling_strategy", "sequential", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "no",
+                 "--load_best_model_at_end", "false"]
+        assert main(train_args(tiny_model_dir, tmp_path, *steps, *extra)) == 0
+        return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+    record = run_main("--max_steps", "2")
+    texts = [row["text"] for row in csv.DictReader((tmp_path / "train.csv").open())]
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(tiny_model_dir)(texts).input_ids]
+    assert (record["train_samples"], record["train_tokens"]) == (16, sum(lengths[:16]))  # batches 1-2, in file order
+    assert record["train_tokens_per_second"] == pytest.approx(record["train_tokens"] / record["train_runtime_s"])
+    record = run_main("--max_steps", "4", "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-2"))
+    assert (record["train_samples"], record["train_tokens"]) == (16, sum(lengths[16:32]))  # only what this process trained
+
+
 def test_collapsed_run_is_reported_failed(tiny_model_dir, tmp_path, capsys):
     same = tmp_path / "same.csv"
     same.write_text("text,label\n" + "".join(f"one and the same text,{i % 2}\n" for i in range(16)))

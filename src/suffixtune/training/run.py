@@ -237,8 +237,7 @@ def train(
         "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],  # with TrainingDiagnostics
         "train_rows": 0 if train_dataset is None else len(train_dataset),
         "eval_rows": len(eval_dataset),
-        "train_samples_per_second": train_metrics.get("train_samples_per_second"),
-        "train_tokens_per_second": tokens_per_second(train_dataset, train_metrics, trainer.state.epoch),
+        **trained_speed(trainer, train_metrics.get("train_runtime")),
         "train_runtime_s": train_metrics.get("train_runtime"),
         "wall_time_s": time.perf_counter() - started,
         "peak_memory_bytes": peak_memory_bytes(),
@@ -349,11 +348,14 @@ def texts_read_again(args: TrainingArguments, train_rows: int) -> bool:
     return epochs > 1 or str(args.eval_strategy).endswith("steps")
 
 
-def tokens_per_second(dataset, metrics: dict[str, float], epochs: float | None) -> float | None:
-    """Text tokens (not prompt positions) trained on per second over the epochs trained, comparable across methods."""
-    if dataset is None or not metrics.get("train_runtime") or not epochs:
-        return None
-    return sum(dataset["length"]) * epochs / metrics["train_runtime"]
+def trained_speed(trainer: ClassifierTrainer, runtime: float | None) -> dict[str, float | int | None]:
+    """Texts and text tokens (not prompt positions, not padding) trained in this process, and per second."""
+    texts, tokens = trainer.trained_counts()
+    return {
+        "train_samples": texts, "train_tokens": tokens,
+        "train_samples_per_second": texts / runtime if runtime else None,
+        "train_tokens_per_second": tokens / runtime if runtime else None,
+    }
 
 
 def reset_peak_memory() -> None:

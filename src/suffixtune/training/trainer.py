@@ -23,6 +23,17 @@ class ClassifierTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.diagnostics = TrainingDiagnostics(self.model)
+        self.trained = torch.zeros(2, dtype=torch.long)  # texts and their tokens (no padding) trained in this process
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs["attention_mask"]
+        self.trained += torch.tensor([mask.shape[0], int(mask.sum())])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def trained_counts(self) -> tuple[int, int]:
+        """(texts, tokens) trained since this process started, summed over processes; a resume counts only its own."""
+        texts, tokens = self.accelerator.reduce(self.trained.to(self.accelerator.device), reduction="sum").tolist()
+        return texts, tokens
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
