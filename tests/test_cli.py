@@ -227,3 +227,30 @@ def test_an_unknown_flag_does_not_blame_the_methods_own_options(tmp_path, capsys
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "['--no_such_flag', '1']" in error and "not an option of --method suffix" not in error
+
+
+@pytest.mark.slow
+def test_artifacts_record_where_the_model_is_and_load_onto_a_copy(tiny_model_dir, tokenizer_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from conftest import make_backbone
+
+    monkeypatch.chdir(tiny_model_dir.parent)
+    args = train_args(tiny_model_dir, tmp_path, "--max_steps", "2")
+    args[args.index("--model") + 1] = tiny_model_dir.name  # a relative path, as a user types it
+    assert main(args) == 0
+    run = tmp_path / "run"
+    assert json.loads((run / "suffixtune_config.json").read_text())["base_model"] == str(tiny_model_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--text", "lovely"]) == 0  # from another directory
+    expected = json.loads(capsys.readouterr().out)
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "moved-model")
+    assert main(["predict", str(run), "--model", str(copy), "--text", "lovely"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    other, tokenizer = make_backbone("gpt2", tokenizer_dir, seed=5)
+    other.save_pretrained(tmp_path / "other-model")
+    tokenizer.save_pretrained(tmp_path / "other-model")
+    assert main(["eval", str(run), "--model", str(tmp_path / "other-model"), "--validation", str(tmp_path / "validation.csv")]) == 2
+    assert "was trained on base model" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def load_backbone(
             f"model ({', '.join(BUNDLED_MODELS)}), and the Hugging Face hub could not provide it ({error})"
         ) from None
     prepare_backbone(model, tokenizer)
-    model.name_or_path = name_or_path
+    model.name_or_path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path  # usable from anywhere
     if device is not None:
         model.to(device)
     return model, tokenizer

@@ -267,11 +267,15 @@ class Classifier(nn.Module):
         tokenizer: PreTrainedTokenizerBase | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32,
+        model: str | None = None,
     ) -> Classifier:
-        """Load an artifact onto `backbone`, or onto the base model it records."""
+        """Load an artifact onto `backbone`, else onto `model` (a copy of its base model elsewhere), else the one it records.
+
+        Whichever it is, its weights and tokenizer must be those the artifact was trained with.
+        """
         config = read_config(directory)
         if backbone is None:
-            backbone, tokenizer = load_backbone(config.base_model, dtype=dtype, device=device)
+            backbone, tokenizer = load_backbone(model or config.base_model, dtype=dtype, device=device)
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the backbone")
         check_base_model(directory, config, backbone, tokenizer)

@@ -75,11 +75,12 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--model", help=MODEL_HELP)
     options = parser.parse_args(argv)
     from .training import evaluate_artifact
 
     data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
-    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split)
+    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split, options.model)
     print(json.dumps(metrics))
     return EXIT_RUN_FAILED if metrics["failure"] else 0
 
@@ -245,13 +246,14 @@ def run_inspect(argv: list[str]) -> int:
     parser.add_argument("--top-k", "--top_k", type=int, default=5, help="Nearest tokens shown per prompt vector.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    parser.add_argument("--model", help=MODEL_HELP)
     options = parser.parse_args(argv)
     from .inspection import compare_prompts, inspect_prompt
 
     data = None
     if options.data or options.validation:
         data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
-    inspection = inspect_prompt(options.artifact, data, options.top_k, default_device(options.device))
+    inspection = inspect_prompt(options.artifact, data, options.top_k, default_device(options.device), model=options.model)
     comparison = compare_prompts(options.artifact, options.compare) if options.compare else None
     if options.json:
         print(json.dumps({**inspection.to_dict(), **({"compare": comparison} if comparison else {})}))
@@ -272,11 +274,16 @@ def run_inspect(argv: list[str]) -> int:
     return 0
 
 
+MODEL_HELP = ("Load onto this copy of the base model (a directory, .gguf file or hub id) instead of the one the "
+              "artifact records; its weights and tokenizer must still match.")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifacts", nargs="+", metavar="[NAME=]DIR", help="Directories written by `suffixtune train`; "
                         "each task is named by its task unless NAME= is given.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--model", help=MODEL_HELP)
 
 
 def named_artifacts(specs: list[str]) -> dict[str, str]:
@@ -292,7 +299,9 @@ def load_multitask(named: dict[str, str], options: argparse.Namespace):
 
     from .multitask import MultiTaskClassifier
 
-    return MultiTaskClassifier.from_pretrained(named, device=default_device(options.device), dtype=getattr(torch, options.dtype))
+    return MultiTaskClassifier.from_pretrained(
+        named, device=default_device(options.device), dtype=getattr(torch, options.dtype), model=options.model
+    )
 
 
 def read_jsonl(stream, tasks: list):

@@ -64,7 +64,7 @@ def nearest_tokens(classifier: Classifier, prompt: torch.Tensor, top_k: int = 5)
 
 def inspect_prompt(
     directory: str | os.PathLike, data: DataArguments | None = None, top_k: int = 5, device: str | None = None,
-    batch_size: int = 64, soft_metrics: dict[str, Any] | None = None,
+    batch_size: int = 64, soft_metrics: dict[str, Any] | None = None, model: str | None = None,
 ) -> PromptInspection:
     """Nearest tokens of each prompt vector; with `data`, the task metric of the soft and of the nearest-token prompt.
 
@@ -72,7 +72,7 @@ def inspect_prompt(
     """
     from .training.run import evaluate_classifier
 
-    classifier = Classifier.from_pretrained(directory, device=device)
+    classifier = Classifier.from_pretrained(directory, device=device, model=model)
     prompt = prompt_vectors(classifier, directory)
     nearest = nearest_tokens(classifier, prompt, top_k)
     top_ids = [position[0]["token_id"] for position in nearest]

@@ -99,6 +99,7 @@ class MultiTaskClassifier:
         tokenizer: PreTrainedTokenizerBase | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32,
+        model: str | None = None,
         text_pass: str = "packed",
     ) -> MultiTaskClassifier:
         """Load artifacts of one base model, named by their task or by the keys of a mapping.
@@ -110,7 +111,7 @@ class MultiTaskClassifier:
             raise ConfigError("give at least one artifact directory")
         configs = {name: read_config(directory) for name, directory in named.items()}
         if backbone is None:
-            backbone, tokenizer = load_backbone(next(iter(configs.values())).base_model, dtype=dtype, device=device)
+            backbone, tokenizer = load_backbone(model or next(iter(configs.values())).base_model, dtype=dtype, device=device)
         elif tokenizer is None:
             raise ValueError("pass the tokenizer together with the backbone")
         for name, config in configs.items():

@@ -306,10 +306,12 @@ def load_splits(tasks: list[Task], split: str, **where) -> Split:
 
 
 def evaluate_artifact(
-    directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None, split_name: str = "validation"
+    directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None, split_name: str = "validation",
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a saved artifact on one split of its task (default validation), or on --validation FILE."""
-    return evaluate_classifier(Classifier.from_pretrained(directory, device=device), data_args, batch_size, split_name)
+    classifier = Classifier.from_pretrained(directory, device=device, model=model)
+    return evaluate_classifier(classifier, data_args, batch_size, split_name)
 
 
 def evaluate_classifier(
