@@ -189,3 +189,14 @@ def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
     (tmp_path / WEIGHTS_NAME).write_bytes(weights[: len(weights) // 2])
     with pytest.raises(ArtifactError, match="suffixtune_model.safetensors: the artifact's weights are damaged"):
         Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+
+
+def test_no_room_for_the_text_is_refused_before_training(backbone):
+    model, tokenizer = backbone  # 128 positions
+    with pytest.raises(ConfigError, match="adds 128 positions, and the model holds 128, leaving 0 for the text"):
+        Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=128))
+    with pytest.raises(ConfigError, match="adds 100000 positions, and the model holds 128, leaving -99872"):
+        Classifier.build(model, tokenizer, toy_task(2), "prefix", SoftPromptConfig(prompt_length=100000))
+    with pytest.raises(ConfigError, match="--max_length 0 leaves no room for the text"):
+        Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=4), max_length=0)
+    assert Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=127)).classifier_config.max_length == 1

@@ -134,7 +134,14 @@ class Classifier(nn.Module):
         )
         classifier = cls._assemble(backbone, tokenizer, config)
         config.method_config = classifier.method.config.to_dict()  # with any defaults the method resolved
-        context = backbone.config.max_position_embeddings - classifier.method.added_positions
+        positions = backbone.config.max_position_embeddings
+        context = positions - classifier.method.added_positions
+        if max_length < 1 or context < 1:
+            raise ConfigError(
+                f"--max_length {max_length} leaves no room for the text: it must be at least 1" if max_length < 1 else
+                f"--method {method} adds {classifier.method.added_positions} positions, and the model holds {positions}, "
+                f"leaving {context} for the text; use a shorter prompt (--prompt_length below {positions})"
+            )
         config.max_length = min(max_length, context)
         classifier.method.initialize(backbone, tokenizer, task)
         return classifier
