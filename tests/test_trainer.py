@@ -72,6 +72,27 @@ def test_a_run_at_the_majority_rate_did_not_learn():
     assert did_not_learn(np.zeros(10), np.arange(10.0), None) is None  # regression: not judged this way
 
 
+def test_collapse_is_judged_against_the_labels_and_enough_rows():
+    import numpy as np
+
+    from suffixtune.metrics import collapse_reason, non_finite_reason
+
+    names = ("no", "yes")
+    assert collapse_reason(np.zeros(4, int), np.array([0, 0, 0, 1]), names) is None  # 3 of 4 right: too few rows to judge
+    assert collapse_reason(np.zeros(12, int), np.array([0] * 8 + [1] * 4), names) is None  # 4 rows of the other class
+    assert "collapsed to class 'no' for all 12 rows (accuracy 0.5833" in collapse_reason(np.zeros(12, int), np.array([0] * 7 + [1] * 5), names)
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 5, 100)
+    constant = 2.5 + rng.normal(0, 1e-5, 100)
+    assert np.corrcoef(constant, scores)[0, 1] != 0  # a correlation of noise, not a result
+    assert "collapsed to about 2.5 for all 100 rows" in collapse_reason(constant, scores, None)
+    tiny = scores * 2e-8  # labels in [0, 1e-7], predicted well
+    assert collapse_reason(tiny + rng.normal(0, 1e-9, 100), tiny, None) is None
+    assert collapse_reason(np.r_[np.nan, scores[1:]], scores, None) == "1 of 100 predictions are NaN or infinite"
+    assert non_finite_reason(np.array([[0.1, 0.9], [np.nan, 0.2], [np.inf, 0.0]])) == "2 of 3 rows have NaN or infinite outputs"
+    assert non_finite_reason(np.array([[0.1, 0.9]])) is None
+
+
 @pytest.mark.parametrize("head_only_steps", [3, 0.3])
 def test_head_only_steps_hold_the_method_at_rate_zero_then_follow_the_schedule(tokenizer_dir, tmp_path, head_only_steps):
     """LP-FT: the head alone for the first 3 of 10 steps (a count, or 0.3 of all steps), then both."""

@@ -32,20 +32,38 @@ def compute_metrics(names: tuple[str, ...], predictions: np.ndarray, labels: np.
     return {name: float(METRICS[name](predictions, labels)) for name in names}
 
 
+MIN_ROWS = 10  # fewer evaluation rows than this are too few to call any answer a collapse
+MIN_OTHER_ROWS = 5  # a single class is a collapse only when at least this many rows belong to other classes
+RELATIVE_SPREAD = 1e-3  # regression outputs spread less than this fraction of the labels' spread are a constant
+
+
 def collapse_reason(predictions: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...] | None) -> str | None:
-    """Why these predictions are not a result (all one class, or a constant), or None if they are."""
+    """Why these predictions are not a result (not finite, all one class, or a constant), or None if they are."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
     if label_names is None:
-        if len(predictions) > 1 and np.ptp(labels) > 0 and np.std(predictions) < 1e-6:
-            return f"predictions collapsed to the constant {predictions[0]:.4g} for all {len(predictions)} rows"
+        bad = int(np.sum(~np.isfinite(predictions)))
+        if bad:
+            return f"{bad} of {len(predictions)} predictions are NaN or infinite"
+        spread, label_spread = float(np.std(predictions)), float(np.std(labels))
+        if len(predictions) >= MIN_ROWS and label_spread > 0 and spread < RELATIVE_SPREAD * label_spread:
+            return (f"predictions collapsed to about {np.mean(predictions):.4g} for all {len(predictions)} rows "
+                    f"(spread {spread:.3g} against the labels' {label_spread:.3g})")
         return None
     classes = np.unique(predictions)
-    if len(classes) == 1 and len(np.unique(labels)) > 1:
+    if len(classes) == 1 and len(predictions) >= MIN_ROWS and np.sum(labels != classes[0]) >= MIN_OTHER_ROWS:
         share = float(np.mean(labels == classes[0]))
         return (
             f"predictions collapsed to class {label_names[int(classes[0])]!r} for all {len(predictions)} rows "
             f"(accuracy {share:.4f} is just that class's share)"
         )
     return None
+
+
+def non_finite_reason(logits: np.ndarray) -> str | None:
+    """Rows whose outputs are NaN or infinite, which no argmax or metric should hide."""
+    rows = np.asarray(logits).reshape(len(logits), -1)
+    bad = int(np.sum(~np.isfinite(rows).all(axis=1)))
+    return f"{bad} of {len(rows)} rows have NaN or infinite outputs" if bad else None
 
 
 def did_not_learn(predictions: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...] | None, margin: float = 0.02) -> str | None:

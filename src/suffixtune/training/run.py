@@ -22,7 +22,7 @@ from ..classifier import Classifier, check_pooling
 from ..errors import ConfigError, DataError
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
-from ..metrics import collapse_reason, compute_metrics, did_not_learn, predictions_from_logits
+from ..metrics import collapse_reason, compute_metrics, did_not_learn, non_finite_reason, predictions_from_logits
 from ..multitask.training import MultiTaskTrainingModel
 from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
@@ -325,9 +325,10 @@ def evaluate_classifier(
     logits = classifier.predict_logits(split.rows, batch_size).numpy()
     predictions = predictions_from_logits(logits, task.is_regression)
     labels = np.asarray(split.labels)
-    failure = collapse_reason(predictions, labels, task.label_names)
-    return {"task": task.name, "source": split.source, "rows": len(labels), "failure": failure,
-            **compute_metrics(task.metrics, predictions, labels)}
+    broken = non_finite_reason(logits)
+    metrics = {name: None for name in task.metrics} if broken else compute_metrics(task.metrics, predictions, labels)
+    failure = broken or collapse_reason(predictions, labels, task.label_names)
+    return {"task": task.name, "source": split.source, "rows": len(labels), "failure": failure, **metrics}
 
 
 def text_dtype(backbone, args: TrainingArguments) -> torch.dtype:
