@@ -254,3 +254,49 @@ def test_artifacts_record_where_the_model_is_and_load_onto_a_copy(tiny_model_dir
     tokenizer.save_pretrained(tmp_path / "other-model")
     assert main(["eval", str(run), "--model", str(tmp_path / "other-model"), "--validation", str(tmp_path / "validation.csv")]) == 2
     assert "was trained on base model" in capsys.readouterr().err
+
+
+def test_bad_outputs_ports_and_stdin_are_named(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import io
+    import types
+
+    from suffixtune import cli
+    from suffixtune.errors import ConfigError
+    from suffixtune.training.resume import run_directory_lock
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("notes")
+    args = train_args(tiny_model_dir, tmp_path, "--max_steps", "1")
+    args[args.index("--output") + 1] = str(taken)
+    assert main(args) == 2
+    assert f"--output {taken} is a file; a run needs a directory" in capsys.readouterr().err
+
+    busy = types.SimpleNamespace(output_dir=str(tmp_path / "run"), process_index=0)
+    with run_directory_lock(busy):
+        assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "1")) == 2
+        assert "another suffixtune train is writing there now" in capsys.readouterr().err
+        with pytest.raises(ConfigError, match="another suffixtune train"), run_directory_lock(busy):
+            pass
+    with run_directory_lock(busy):  # released when the first holder is done
+        pass
+
+    with pytest.raises(SystemExit):
+        main(["serve", str(tmp_path), "--port", "70000"])
+    assert "70000 is not a TCP port; use 1 to 65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", "--storage", str(tmp_path), "--out", str(taken)])
+    assert f"--out {taken} is a file" in capsys.readouterr().err
+
+    assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "1")) == 0
+    for stdin, message in [(b"", "no texts: pass --text TEXT, or JSON lines on stdin"),
+                           (b'{"text": "fine"}\n"caf\xe9"\n', "stdin line 2: not UTF-8 (byte 0xe9 at column 5)")]:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        assert main(["predict", str(tmp_path / "run")]) == 2
+        assert message in capsys.readouterr().err
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    assert main(["train", "--output", "runs/x"]) == 130
+    assert "interrupted; run the same command again to resume from the last checkpoint in runs/x" in capsys.readouterr().err

@@ -212,3 +212,24 @@ def test_fractional_labels_suggest_regression(tmp_path):
     rows = "".join(f"t{i},{i / 10}\n" for i in range(64))
     with pytest.raises(DataError, match=r"holds numbers that are not whole \(0.1, 0.2, 0.3, ...\): pass --regression"):
         custom_task(custom(tmp_path, "text,label\n" + rows), "text", None, "label", regression=False)
+
+
+def test_unreadable_files_name_the_line(tmp_path):
+    sst2 = get_task("sst2")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("sentence,label\nfine,1\ncaf\u00e9 au lait,0\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.csv: line 3 is not UTF-8 \(byte 0xe9 at offset 25\); convert the file, e.g. `iconv"):
+        load_split(sst2, "train", file=latin1)
+    broken = custom(tmp_path, '{"sentence": "fine", "label": 1}\n{"sentence": "oops", "label": \n{"sentence": "b", "label": 0}\n', "b.jsonl")
+    with pytest.raises(DataError, match=r"b.jsonl: line 2 is not JSON \(Expecting value at column"):
+        load_split(sst2, "train", file=broken)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"sentence": "fine", "label": 1}\n\n{"sentence": "bad", "label": 0}\n')
+    assert load_split(sst2, "train", file=bom).labels == [1, 0]
+    with pytest.raises(DataError, match=r"list.jsonl: line 1 is a list; each line must be an object"):
+        load_split(sst2, "train", file=custom(tmp_path, '["fine", 1]\n', "list.jsonl"))
+    with pytest.raises(DataError, match=r"comma.csv: Error tokenizing data. C error: Expected 2 fields in line 3, saw 3; quote cells"):
+        load_split(sst2, "train", file=custom(tmp_path, "sentence,label\nfine,1\nslow, but fine,0\n", "comma.csv"))
+    with pytest.raises(DataError, match=r"folder.csv: is a directory; give a file"):
+        (tmp_path / "folder.csv").mkdir()
+        load_split(sst2, "train", file=tmp_path / "folder.csv")

@@ -73,6 +73,8 @@ MISTAKES = {
                             r"sweep.yaml:3: learning_rate: need 0 < low < high for a log range"),
     "searched and in the grid": ("grid:\n  learning_rate: [0.01]\nsearch:\n  space:\n    learning_rate: {low: 0.001, high: 0.1}\n",
                                  r"sweep.yaml:5: learning_rate is both in the grid and searched"),
+    "a name that is a path": ("name: ../../evil\ngrid:\n  seed: [0]\n",
+                              r"sweep.yaml:1: name '../../evil' is used as a directory name: use letters, digits, - and _, no path"),
     "unknown searched setting": ("search:\n  space:\n    learnig_rate: {low: 0.001, high: 0.1}\n",
                                  r"sweep.yaml:3: unknown setting 'learnig_rate' \(did you mean 'learning_rate'\?\)"),
 }

@@ -107,7 +107,10 @@ def run_predict(argv: list[str]) -> int:
                 raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
         rows, shown = options.text, [{"text": text} for text in options.text]
     else:
-        rows = shown = list(read_jsonl(sys.stdin, tasks))
+        rows = shown = list(read_jsonl(sys.stdin.buffer, tasks))
+        if not rows:
+            raise SuffixTuneError("no texts: pass --text TEXT, or JSON lines on stdin such as {\"" + tasks[0].text_columns[0]
+                                  + "\": \"...\"}")
     classifier = load_multitask(named, options)
     for row, result in zip(shown, classifier.classify(rows, batch_size=options.batch_size), strict=True):
         print(json.dumps({**row, **next(iter(result.values()))} if len(named) == 1 else {**row, "tasks": result}))
@@ -128,7 +131,7 @@ def run_serve(argv: list[str]) -> int:
     )
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only).")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000, help="TCP port, 1 to 65535 (default 8000).")
     hints = typing.get_type_hints(ServiceSettings)
     for setting in dataclasses.fields(ServiceSettings):
         choices = typing.get_args(hints[setting.name]) if typing.get_origin(hints[setting.name]) is typing.Literal else None
@@ -141,6 +144,13 @@ def run_serve(argv: list[str]) -> int:
     app = create_app(load_multitask(named_artifacts(options.artifacts), options), settings)
     uvicorn.run(app, host=options.host, port=options.port, log_level="info")
     return 0
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port; use 1 to 65535")
+    return port
 
 
 def run_sweep(argv: list[str]) -> int:
@@ -212,6 +222,8 @@ def run_report(argv: list[str]) -> int:
     parser.add_argument("--no-nearest-token-eval", action="store_true",
                         help="Inspect prompts without evaluating their nearest-token versions (which reads the dev set).")
     options = parser.parse_args(argv)
+    if Path(options.out).exists() and not Path(options.out).is_dir():
+        parser.error(f"--out {options.out} is a file; the report needs a directory (it writes several files)")
     from .report import build_report
 
     report = build_report(options.storage, options.out, options.study, options.metric, not options.no_inspect,
@@ -307,7 +319,11 @@ def load_multitask(named: dict[str, str], options: argparse.Namespace):
 def read_jsonl(stream, tasks: list):
     """Rows of JSONL: an object with every task's text fields, or a string (each task's first text field)."""
     columns = list(dict.fromkeys(c for task in tasks for c in task.text_columns))
-    for number, line in enumerate(stream, start=1):
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as error:
+            raise SuffixTuneError(f"stdin line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})") from None
         if not line.strip():
             continue
         try:
@@ -336,6 +352,18 @@ COMMANDS = {
 }
 
 
+def interrupted_hint(argv: list[str]) -> str:
+    """For train: where the run resumes from; nothing is lost that a checkpoint holds."""
+    if argv[0] != "train":
+        return ""
+    flags = [i for i, arg in enumerate(argv) if arg in ("--output", "--output_dir", "--output-dir")]
+    output = argv[flags[-1] + 1] if flags and flags[-1] + 1 < len(argv) else None
+    if output is None:
+        return ""
+    return (f"; run the same command again to resume from the last checkpoint in {output} "
+            "(a run stopped before its first checkpoint starts afresh)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
@@ -351,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"suffixtune {argv[0]}: {error}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        print(f"suffixtune {argv[0]}: interrupted{interrupted_hint(argv)}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`suffixtune predict ... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

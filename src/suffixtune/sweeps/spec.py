@@ -182,7 +182,10 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             for key, value in override[part].items():
                 check.setting(key, value, (*where, part, key))
     search = check.search(data["search"], grid) if data.get("search") is not None else None
-    sweep = Sweep(name=str(data.get("name") or path.stem), fixed=fixed, grid=grid, overrides=overrides, search=search,
+    name = str(data.get("name") or path.stem)
+    if not name.strip() or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise check.error(("name",), f"name {name!r} is used as a directory name: use letters, digits, - and _, no path")
+    sweep = Sweep(name=name, fixed=fixed, grid=grid, overrides=overrides, search=search,
                   source=str(path))
     check.options_apply(sweep)
     check.runs_parse(sweep)

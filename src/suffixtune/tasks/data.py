@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,12 +43,37 @@ def read_table(path: str | Path, headerless_columns: tuple[str, ...] | None = No
     """A file as a DataFrame; delimited files are read with every cell as text and no quote handling for TSV."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a file ({', '.join(sorted(READERS))}), or the directory as --data")
     if suffix not in READERS:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(READERS)}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    try:
+        frame = read_frame(path, suffix, headerless_columns)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {not_utf8(path.read_bytes())}; convert the file, e.g. "
+                        f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`") from None
+    except pd.errors.ParserError as error:
+        raise DataError(f"{path}: {str(error).strip()}; quote cells that hold the delimiter, or use a .tsv") from None
+    if len(frame) == 0:
+        raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def not_utf8(data: bytes) -> str:
+    """Where `data` stops being UTF-8, as a reader can find it."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        return f"line {line} is not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start})"
+    return "not UTF-8"
+
+
+def read_frame(path: Path, suffix: str, headerless_columns: tuple[str, ...] | None) -> pd.DataFrame:
     if suffix in (".tsv", ".csv"):
         options = dict(sep="\t", quoting=csv.QUOTE_NONE) if suffix == ".tsv" else dict(sep=",")
         if headerless_columns:
@@ -55,14 +81,32 @@ def read_table(path: str | Path, headerless_columns: tuple[str, ...] | None = No
                 first = handle.readline().rstrip("\n").split(options["sep"])
             if not set(first) & set(headerless_columns):
                 options.update(header=None, names=list(headerless_columns))
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", **options)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
-    if len(frame) == 0:
-        raise DataError(f"{path}: file has a header but no rows")
-    return frame
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", **options)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".jsonl":
+        return pd.DataFrame(read_jsonl_records(path))
+    try:
+        return pd.read_json(path, dtype=False)
+    except ValueError as error:
+        raise DataError(f"{path}: not a JSON table ({error}); give a list of objects, or JSON lines as .jsonl") from None
+
+
+def read_jsonl_records(path: Path) -> list[dict]:
+    """One JSON object per line (a byte-order mark and blank lines are fine); a bad line is named."""
+    records = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: line {number} is not JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number} is a {type(record).__name__}; each line must be an object of columns")
+            records.append(record)
+    return records
 
 
 def find_split_file(task: Task, split: str, data_dir: str | Path) -> Path:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,29 @@ FREE_TO_CHANGE = {
 }
 # Groups whose settings decide the shape and meaning of the trained state: never changed on a resume.
 STATE_GROUPS = ("model", "data", "method", "method_config")
+
+
+@contextlib.contextmanager
+def run_directory_lock(args) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory while training, so a second run into it is refused, not mixed in."""
+    if args.output_dir is None or args.process_index != 0 or (Path(args.output_dir).exists() and not Path(args.output_dir).is_dir()):
+        yield
+        return
+    os.makedirs(args.output_dir, exist_ok=True)
+    handle = os.open(args.output_dir, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): run unguarded
+            pass
+        except BlockingIOError:
+            raise ConfigError(f"--output {args.output_dir}: another suffixtune train is writing there now; wait for it, "
+                              "or give another --output") from None
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock; so does the process's end, however it ends
 
 
 def run_settings(model_args, data_args, method_args, method_config, args) -> dict[str, dict[str, Any]]:
@@ -88,6 +113,8 @@ def prepare_run_directory(args, settings: dict) -> tuple[str | None, list[tuple[
     or --resume_from_checkpoint asks to go on from a checkpoint with other training settings.
     """
     directory, main_process = Path(args.output_dir), args.process_index == 0
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"--output {directory} is a file; a run needs a directory (a new name, or an existing run's)")
     explicit = args.resume_from_checkpoint
     if explicit is not None and str(explicit).lower() in ("true", "1"):
         explicit = get_last_checkpoint(directory) if directory.is_dir() else None

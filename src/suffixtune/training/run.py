@@ -28,7 +28,7 @@ from ..tasks import TASKS, Task, get_task
 from ..tasks.data import Split, custom_task, load_split, tokenize
 from ..text_cache import open_text_cache
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
-from .resume import RunSettingsCallback, prepare_run_directory, run_settings
+from .resume import RunSettingsCallback, prepare_run_directory, run_directory_lock, run_settings
 from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,19 @@ def train(
     """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir.
 
     With several --label_column, one suffix and head per column train together from one text pass, and each
-    column's artifact (with its own metrics.json) goes to output_dir/<column>.
+    column's artifact (with its own metrics.json) goes to output_dir/<column>. The run directory is locked meanwhile.
     """
+    with run_directory_lock(args):
+        return train_in_directory(model_args, data_args, method_args, method_config, args)
+
+
+def train_in_directory(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    method_args: MethodArguments,
+    method_config: MethodConfig,
+    args: TrainingArguments,
+) -> dict[str, Any]:
     started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
     reset_peak_memory()
     tasks = resolve_tasks(data_args)
