@@ -221,7 +221,7 @@ def test_unreadable_files_name_the_line(tmp_path):
     with pytest.raises(DataError, match=r"latin1.csv: line 3 is not UTF-8 \(byte 0xe9 at offset 25\); convert the file, e.g. `iconv"):
         load_split(sst2, "train", file=latin1)
     broken = custom(tmp_path, '{"sentence": "fine", "label": 1}\n{"sentence": "oops", "label": \n{"sentence": "b", "label": 0}\n', "b.jsonl")
-    with pytest.raises(DataError, match=r"b.jsonl: line 2 is not JSON \(Expecting value at column"):
+    with pytest.raises(DataError, match=r"b.jsonl line 2: not JSON \(Expecting value at column"):
         load_split(sst2, "train", file=broken)
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b'\xef\xbb\xbf{"sentence": "fine", "label": 1}\n\n{"sentence": "bad", "label": 0}\n')

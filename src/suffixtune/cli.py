@@ -107,7 +107,7 @@ def run_predict(argv: list[str]) -> int:
                 raise SuffixTuneError(f"task {task.name!r} classifies text pairs; pass JSONL lines like {example} on stdin")
         rows, shown = options.text, [{"text": text} for text in options.text]
     else:
-        rows = shown = list(read_jsonl(sys.stdin.buffer, tasks))
+        rows = shown = list(read_jsonl(getattr(sys.stdin, "buffer", sys.stdin), tasks))
         if not rows:
             raise SuffixTuneError("no texts: pass --text TEXT, or JSON lines on stdin such as {\"" + tasks[0].text_columns[0]
                                   + "\": \"...\"}")
@@ -318,18 +318,10 @@ def load_multitask(named: dict[str, str], options: argparse.Namespace):
 
 def read_jsonl(stream, tasks: list):
     """Rows of JSONL: an object with every task's text fields, or a string (each task's first text field)."""
+    from .tasks.data import json_lines
+
     columns = list(dict.fromkeys(c for task in tasks for c in task.text_columns))
-    for number, raw in enumerate(stream, start=1):
-        try:
-            line = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError as error:
-            raise SuffixTuneError(f"stdin line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})") from None
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SuffixTuneError(f"stdin line {number}: not JSON ({error.msg})") from None
+    for number, row in json_lines(stream, "stdin"):
         if isinstance(row, str):
             row = {task.text_columns[0]: row for task in tasks}
         if not isinstance(row, dict):

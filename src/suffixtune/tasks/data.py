@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from datasets import Dataset
@@ -94,19 +95,28 @@ def read_frame(path: Path, suffix: str, headerless_columns: tuple[str, ...] | No
 
 def read_jsonl_records(path: Path) -> list[dict]:
     """One JSON object per line (a byte-order mark and blank lines are fine); a bad line is named."""
-    records = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: line {number} is not JSON ({error.msg} at column {error.colno})") from None
+    with open(path, "rb") as handle:
+        records = []
+        for number, record in json_lines(handle, str(path)):
             if not isinstance(record, dict):
                 raise DataError(f"{path}: line {number} is a {type(record).__name__}; each line must be an object of columns")
             records.append(record)
-    return records
+        return records
+
+
+def json_lines(lines: Iterable[bytes | str], source: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of JSON lines; a line that is not UTF-8 or not JSON is named."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as error:
+            raise DataError(f"{source} line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{source} line {number}: not JSON ({error.msg} at column {error.colno})") from None
 
 
 def find_split_file(task: Task, split: str, data_dir: str | Path) -> Path:
