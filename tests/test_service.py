@@ -81,7 +81,15 @@ BAD_REQUESTS = {
     "unknown task": (dict(json={"texts": ["a"], "tasks": ["sentiment", "spam"]}), 404, "unknown task(s) ['spam']"),
     "pair task given a string": (dict(json={"texts": ["a"], "tasks": ["pair"]}), 422, "task 'pair' classifies text pairs"),
     "missing pair field": (dict(json={"texts": [{"premise": "p"}], "tasks": ["pair"]}), 422, "needs string field(s) ['hypothesis']"),
-    "empty text": (dict(json={"texts": ["ok", ""], "tasks": ["topic"]}), 422, "text 2 is empty"),
+    "empty text": (dict(json={"texts": ["ok", ""], "tasks": ["topic"]}), 422, "texts[1] is blank"),
+    "blank pair field": (dict(json={"texts": [{"premise": "p", "hypothesis": "  "}], "tasks": ["pair"]}), 422, "texts[0].hypothesis is blank"),
+    "lone surrogate": (dict(content=b'{"texts": ["\\ud800 great"]}', headers={"content-type": "application/json"}), 422,
+                       "texts[0]: character 0 ('\\\\ud800') is a lone surrogate"),
+    "infinite task name": (dict(content=b'{"texts": ["a"], "tasks": [1e999999]}', headers={"content-type": "application/json"}), 422,
+                           '"input": "inf"'),
+    "not UTF-8": (dict(content=b'{"texts": ["caf\xe9"]}', headers={"content-type": "application/json"}), 422, "must be UTF-8"),
+    "nested too deep": (dict(content=b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", headers={"content-type": "application/json"}),
+                        422, "must be UTF-8 and nested at most"),
 }
 
 
@@ -151,6 +159,25 @@ def test_a_failing_request_fails_alone():
     assert isinstance(failed, RuntimeError) and str(failed) == "cannot classify boom"
     assert stats.failed_batches == 2  # the gathered call, then "boom" alone
     assert stats.requests == 2 and stats.largest_batch_requests == 1
+
+
+def test_a_batch_never_holds_more_texts_than_its_limit():
+    calls = []
+
+    def run(rows, tasks):
+        calls.append(len(rows))
+        return [{task: row for task in tasks} for row in rows]
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_batch_texts=8, max_wait_ms=100)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([letter] * size, ["t"]) for letter, size in (("a", 6), ("b", 3), ("c", 2))))
+        await batcher.stop()
+        return answers, batcher.stats
+
+    answers, stats = asyncio.run(scenario())
+    assert answers == [[{"t": "a"}] * 6, [{"t": "b"}] * 3, [{"t": "c"}] * 2]
+    assert calls == [6, 5] and stats.largest_batch_texts == 6  # "b" would have made 9: it opens the next batch
 
 
 def test_a_model_error_is_a_500_and_the_server_goes_on(multitask, monkeypatch):

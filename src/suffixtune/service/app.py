@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ConfigError, DataError
@@ -70,6 +74,18 @@ def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None
                   description="Many text-classification tasks on one frozen causal LM, answered from one pass per text.")
     app.state.batcher = batcher
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with each offending input written so JSON can carry it (inf and NaN cannot be)."""
+        return JSONResponse({"detail": [json_safe(entry) for entry in error.errors()]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and request.url.path == "/v1/classify":  # a body FastAPI could not parse at all
+            return JSONResponse({"detail": "the body is not JSON that can be read: it must be UTF-8 and nested at most a "
+                                 "few hundred levels, e.g. {\"texts\": [\"...\"]}"}, status_code=422)
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=getattr(error, "headers", None))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -91,6 +107,7 @@ def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None
             size = len(text) if isinstance(text, str) else sum(len(v) for v in text.values())
             if size > settings.max_text_chars:
                 raise HTTPException(413, f"texts[{index}]: {size} characters, the limit is {settings.max_text_chars}")
+            check_text(index, text)
         try:
             names = classifier.check_tasks(request.tasks)
         except ConfigError as error:
@@ -106,6 +123,32 @@ def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None
         return ClassifyResponse(results=results, truncated=truncated, base_model=classifier.base_model)
 
     return app
+
+
+def check_text(index: int, text: str | dict[str, str]) -> None:
+    """A 422 for text no tokenizer should see: blank, or not encodable as UTF-8 (a lone surrogate such as \\ud800)."""
+    for field_name, value in ([(None, text)] if isinstance(text, str) else text.items()):
+        where = f"texts[{index}]" + ("" if field_name is None else f".{field_name}")
+        if not value.strip():
+            raise HTTPException(422, f"{where} is blank; every text needs words (training refuses blank texts too)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise HTTPException(422, f"{where}: character {error.start} ({value[error.start]!r}) is a lone surrogate, "
+                                "not text; send valid Unicode") from None
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with what JSON cannot hold (inf, NaN, exceptions, bytes) written as text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
 
 
 def check_texts(classifier: MultiTaskClassifier, texts: list, tasks: list[str], long_texts: str) -> list[int]:

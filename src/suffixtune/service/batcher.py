@@ -51,6 +51,7 @@ class MicroBatcher:
         self.stats = BatchStats()
         self.queue: asyncio.Queue[Pending] | None = None
         self.queued_texts = 0
+        self.held: Pending | None = None  # taken from the queue, but it would have overfilled the last batch
         self.arrived: asyncio.Event | None = None
         self.worker: asyncio.Task | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="suffixtune-model")
@@ -84,15 +85,19 @@ class MicroBatcher:
         """Never cancels a queue.get() (which could drop a request): waits on an event, then drains the queue."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = [self.take(await self.queue.get())]
+            batch, self.held = [self.held or self.take(await self.queue.get())], None
             texts, deadline = len(batch[0].rows), loop.time() + self.max_wait
             while texts + self.queued_texts < self.max_batch_texts and (left := deadline - loop.time()) > 0:
                 self.arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.arrived.wait(), left)
             while texts < self.max_batch_texts and not self.queue.empty():
-                batch.append(self.take(self.queue.get_nowait()))
-                texts += len(batch[-1].rows)
+                pending = self.take(self.queue.get_nowait())
+                if texts + len(pending.rows) > self.max_batch_texts:
+                    self.held = pending  # first in the next batch
+                    break
+                batch.append(pending)
+                texts += len(pending.rows)
             by_tasks: dict[tuple[str, ...], list[Pending]] = {}
             for pending in batch:
                 by_tasks.setdefault(pending.tasks, []).append(pending)
