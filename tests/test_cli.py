@@ -300,3 +300,20 @@ def test_bad_outputs_ports_and_stdin_are_named(tiny_model_dir, tmp_path, capsys,
     monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
     assert main(["train", "--output", "runs/x"]) == 130
     assert "interrupted; run the same command again to resume from the last checkpoint in runs/x" in capsys.readouterr().err
+
+
+def test_help_version_and_unknown_commands_answer_without_loading_torch(capsys):
+    import subprocess
+    import sys
+
+    assert main(["--help"]) == 0 and "train    train a classifier" in capsys.readouterr().out
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("suffixtune 0.")
+    assert main(["trian"]) == 2
+    assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    script = ("import sys\nfrom suffixtune.cli import main\n"
+              "main(['--help'])\nmain(['bogus'])\n"
+              "for argv in (['serve', 'x', '--port', '99999'], ['predict'], ['eval'], ['report']):\n"
+              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+              "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'optuna', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

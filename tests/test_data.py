@@ -233,3 +233,12 @@ def test_unreadable_files_name_the_line(tmp_path):
     with pytest.raises(DataError, match=r"folder.csv: is a directory; give a file"):
         (tmp_path / "folder.csv").mkdir()
         load_split(sst2, "train", file=tmp_path / "folder.csv")
+
+
+def test_numbers_in_text_columns_and_custom_splits_are_named(tmp_path):
+    task = custom_task(custom(tmp_path, "text,label\na,pos\nb,neg\n"), "text", None, "label", regression=False)
+    numbers = custom(tmp_path, '{"text": "fine", "label": "pos"}\n{"text": 5, "label": "neg"}\n', "v.jsonl")
+    with pytest.raises(DataError, match=r"v.jsonl: row 2, column 'text' holds int 5, not text"):
+        load_split(task, "validation", file=numbers)
+    with pytest.raises(DataError, match=r"task 'train' reads user files, so .* has no test split to look up for it; give the file itself"):
+        load_split(task, "test", data_dir=tmp_path)

@@ -68,3 +68,12 @@ def test_prefix_matches_peft_prompt_tuning(tokenizer_dir, kind):
     word_ids = classifier.head.token_ids
     theirs = lm_logits[torch.arange(len(TEXTS)), pool][:, word_ids]
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_a_fallback_to_random_init_is_what_the_artifact_records(tokenizer_dir):
+    from suffixtune.tasks import Task
+
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    bare = Task(name="bare", text_columns=("text",), label_names=("a", "b"))  # no prompt text to start from
+    classifier = Classifier.build(model, tokenizer, bare, "suffix", SoftPromptConfig(prompt_length=3, prompt_init="text"))
+    assert classifier.classifier_config.method_config["prompt_init"] == "random"

@@ -133,7 +133,6 @@ class Classifier(nn.Module):
             suffixtune_version=__version__,
         )
         classifier = cls._assemble(backbone, tokenizer, config)
-        config.method_config = classifier.method.config.to_dict()  # with any defaults the method resolved
         positions = backbone.config.max_position_embeddings
         context = positions - classifier.method.added_positions
         if max_length < 1 or context < 1:
@@ -144,6 +143,7 @@ class Classifier(nn.Module):
             )
         config.max_length = min(max_length, context)
         classifier.method.initialize(backbone, tokenizer, task)
+        config.method_config = classifier.method.config.to_dict()  # with what the method resolved and fell back to
         return classifier
 
     @classmethod

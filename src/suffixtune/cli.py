@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -11,14 +12,16 @@ import sys
 import typing
 from pathlib import Path
 
-from .errors import SuffixTuneError
-from .methods import METHODS
-from .training import DataArguments, MethodArguments, RunFailed, train_parser
+from . import __version__
+from .errors import RunFailed, SuffixTuneError
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
 
 
 def run_train(argv: list[str]) -> int:
+    from .methods import METHODS
+    from .training import MethodArguments, train_parser
+
     method = argparse.ArgumentParser(add_help=False)
     method.add_argument("--method", default=MethodArguments.method)
     chosen = method.parse_known_args(argv)[0].method
@@ -77,7 +80,7 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--model", help=MODEL_HELP)
     options = parser.parse_args(argv)
-    from .training import evaluate_artifact
+    from .training import DataArguments, evaluate_artifact
 
     data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
     metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split, options.model)
@@ -118,12 +121,8 @@ def run_predict(argv: list[str]) -> int:
 
 
 def run_serve(argv: list[str]) -> int:
-    try:
-        import uvicorn
+    from .service.settings import ServiceSettings
 
-        from .service import ServiceSettings, create_app
-    except ImportError as error:
-        raise SuffixTuneError(f"suffixtune serve needs FastAPI and uvicorn ({error}); pip install 'suffixtune[serve]'") from None
     parser = argparse.ArgumentParser(
         prog="suffixtune serve",
         description="Serve artifacts of one base model over HTTP: POST /v1/classify, GET /v1/tasks, GET /v1/stats, "
@@ -141,6 +140,12 @@ def run_serve(argv: list[str]) -> int:
         )
     options = parser.parse_args(argv)
     settings = ServiceSettings(**{s.name: getattr(options, s.name) for s in dataclasses.fields(ServiceSettings)})
+    try:
+        import uvicorn
+
+        from .service import create_app
+    except ImportError as error:
+        raise SuffixTuneError(f"suffixtune serve needs FastAPI and uvicorn ({error}); pip install 'suffixtune[serve]'") from None
     app = create_app(load_multitask(named_artifacts(options.artifacts), options), settings)
     uvicorn.run(app, host=options.host, port=options.port, log_level="info")
     return 0
@@ -261,6 +266,7 @@ def run_inspect(argv: list[str]) -> int:
     parser.add_argument("--model", help=MODEL_HELP)
     options = parser.parse_args(argv)
     from .inspection import compare_prompts, inspect_prompt
+    from .training import DataArguments
 
     data = None
     if options.data or options.validation:
@@ -338,6 +344,16 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+USAGE = """Commands:
+  train    train a classifier (suffix prompts and the baselines) and write its artifact and metrics.json
+  eval     print an artifact's metrics on a split or file
+  predict  classify texts with one or more artifacts
+  serve    serve artifacts over HTTP
+  sweep    plan or run a sweep of training runs from a YAML file
+  results  export a sweep's run records as CSV or Parquet
+  report   tables, figures and an HTML page from a sweep's runs
+  inspect  nearest vocabulary tokens of a trained soft prompt"""
+
 COMMANDS = {
     "train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve, "sweep": run_sweep,
     "results": run_results, "report": run_report, "inspect": run_inspect,
@@ -358,8 +374,17 @@ def interrupted_hint(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    usage = f"usage: suffixtune {{{','.join(COMMANDS)}}} ... (suffixtune COMMAND --help for its flags; --version)"
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"{usage}\n\n{USAGE}")
+        return 0
+    if argv and argv[0] == "--version":
+        print(f"suffixtune {__version__}")
+        return 0
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: suffixtune {{{','.join(COMMANDS)}}} ... (suffixtune COMMAND --help for its flags)", file=sys.stderr)
+        unknown = f"suffixtune: error: unknown command {argv[0]!r}; " if argv else "suffixtune: error: no command; "
+        hint = difflib.get_close_matches(argv[0], COMMANDS, n=1) if argv else []
+        print(unknown + (f"did you mean {hint[0]!r}? " if hint else "") + usage.removeprefix("usage: "), file=sys.stderr)
         return EXIT_BAD_INPUT
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("suffixtune.text_cache").setLevel(logging.INFO)  # where the text cache lives and what it costs

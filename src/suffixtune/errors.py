@@ -13,5 +13,9 @@ class DataError(SuffixTuneError):
     """Bad data: missing column, unknown label, empty text or file."""
 
 
+class RunFailed(RuntimeError):
+    """The loss diverged or the predictions collapsed; the run record is written and marked failed."""
+
+
 class ArtifactError(SuffixTuneError):
     """An artifact that is missing, malformed, or does not fit the given base model."""

@@ -85,7 +85,7 @@ class SoftPrompt(Method):
         init, text = config.prompt_init, config.prompt_text or task.prompt_text
         if init == "text" and not text:
             logger.warning("task %r has no prompt text and no --prompt_text was given; using --prompt_init random", task.name)
-            init = "random"
+            init = config.prompt_init = "random"  # the artifact and record say what was done
         if init == "label-words":
             if not task.label_words:
                 raise ConfigError(f"task {task.name!r} has no label words; pass --label_words or another --prompt_init")

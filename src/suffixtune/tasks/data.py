@@ -122,6 +122,9 @@ def json_lines(lines: Iterable[bytes | str], source: str) -> Iterator[tuple[int,
 def find_split_file(task: Task, split: str, data_dir: str | Path) -> Path:
     data_dir = Path(data_dir)
     candidates = task.files.get(split, ())
+    if not candidates:
+        raise DataError(f"task {task.name!r} reads user files, so {data_dir} has no {split} split to look up for it; "
+                        f"give the file itself (eval: --validation FILE)")
     for name in candidates:
         if (data_dir / name).is_file():
             return data_dir / name
@@ -159,6 +162,9 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
     for number, row in enumerate(records, start=1):
         for column in task.text_columns:
             value = row[column]
+            if value is not None and not isinstance(value, str) and not (isinstance(value, float) and value != value):
+                raise DataError(f"{source}: row {number}, column {column!r} holds {type(value).__name__} {value!r}, not text; "
+                                "the text columns must hold strings (quote them in JSON)")
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs text")
     labels = [row[task.label_column] for row in records]

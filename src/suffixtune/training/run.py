@@ -19,7 +19,7 @@ from .. import __version__
 from ..artifacts import write_json
 from ..backbone import load_backbone
 from ..classifier import Classifier, check_pooling
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, RunFailed
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
 from ..metrics import collapse_reason, compute_metrics, did_not_learn, non_finite_reason, predictions_from_logits
@@ -35,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 
 STANDARDIZATION_TEXTS = 512  # training texts whose features fix the head's standardisation
-
-
-class RunFailed(RuntimeError):
-    """The loss diverged or the predictions collapsed; the run record is written and marked failed."""
 
 
 def resolve_tasks(data: DataArguments) -> list[Task]:
@@ -279,7 +275,7 @@ def train_in_directory(
             "total_parameters": sum(p.numel() for p in classifier.parameters()),
             "config": {
                 "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
-                "method_config": method_config.to_dict(), "training": args.to_dict(),
+                "method_config": classifier.classifier_config.method_config, "training": args.to_dict(),
                 "template": task.template, "label_names": task.label_names, "max_length": max_length,
             },
         }
