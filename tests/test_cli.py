@@ -310,6 +310,8 @@ def test_help_version_and_unknown_commands_answer_without_loading_torch(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("suffixtune 0.")
     assert main(["trian"]) == 2
     assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    assert main(["train", "--task", "sst2"]) == 2  # transformers would write to ./trainer_output
+    assert "pass --output DIR: the run directory" in capsys.readouterr().err
     script = ("import sys\nfrom suffixtune.cli import main\n"
               "main(['--help'])\nmain(['bogus'])\n"
               "for argv in (['serve', 'x', '--port', '99999'], ['predict'], ['eval'], ['report']):\n"

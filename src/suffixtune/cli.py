@@ -22,6 +22,8 @@ def run_train(argv: list[str]) -> int:
     from .methods import METHODS
     from .training import MethodArguments, train_parser
 
+    if not {"-h", "--help", "--output", "--output_dir", "--output-dir"} & {arg.split("=")[0] for arg in argv}:
+        raise SuffixTuneError("pass --output DIR: the run directory for the artifact, metrics.json and checkpoints")
     method = argparse.ArgumentParser(add_help=False)
     method.add_argument("--method", default=MethodArguments.method)
     chosen = method.parse_known_args(argv)[0].method
