@@ -37,6 +37,28 @@ def test_batched_matches_each_text_alone(tokenizer_dir, kind, padding_side, meth
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("method", ["suffix", "prefix"])
+@pytest.mark.parametrize("head", ["linear", "verbalizer"])
+def test_batched_logits_equal_each_row_built_by_hand(tokenizer_dir, kind, padding_side, method, head):
+    """The reference owes nothing to place_prompt: each text's embeddings and the prompt joined with torch.cat, unpadded."""
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
+    classifier = Classifier.build(backbone, tokenizer, toy_task(3), method, SoftPromptConfig(prompt_length=5, prompt_init="random"), head)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    frozen_text = classifier(batch.input_ids, batch.attention_mask).logits  # suffix with gradient: the text pass apart
+    with torch.no_grad():
+        full_pass = classifier(batch.input_ids, batch.attention_mask).logits
+        prompt = classifier.method.prompt
+        for i, text in enumerate(TEXTS):
+            embeds = backbone.get_input_embeddings()(torch.tensor(tokenizer(text).input_ids))
+            sequence = torch.cat([embeds, prompt] if method == "suffix" else [prompt, embeds])
+            last = backbone.base_model(inputs_embeds=sequence[None]).last_hidden_state[:, -1]
+            expected = classifier.head(last)[0]
+            torch.testing.assert_close(full_pass[i], expected, atol=1e-5, rtol=0)
+            torch.testing.assert_close(frozen_text[i].detach(), expected, atol=1e-5, rtol=0)
+
+
 def test_suffix_positions_continue_each_text(tokenizer_dir):
     embeds = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1)
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # left padding
