@@ -152,20 +152,28 @@ def test_mean_pooling_averages_every_real_position(tokenizer_dir):
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_deep_prefix_matches_peft_prefix_tuning(tokenizer_dir, kind):
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("head", ["verbalizer", "linear"])
+def test_deep_prefix_matches_peft_prefix_tuning(tokenizer_dir, kind, padding_side, head):
     config = DeepPrefixConfig(prompt_length=5, prompt_init="random")
-    model, tokenizer = make_backbone(kind, tokenizer_dir, "right")
-    classifier = Classifier.build(model, tokenizer, toy_task(2), "deep-prefix", config, "verbalizer")
+    model, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "deep-prefix", config, head)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert (batch.attention_mask == 0).any()
     ours = classifier(batch.input_ids, batch.attention_mask).logits
 
     peft_model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5))
     prefix = classifier.method.prefix  # [layers, 2, kv_heads, P, head_dim]
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(prefix.permute(3, 0, 1, 2, 4).reshape(5, -1))
-    lm_logits = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    last = batch.attention_mask.sum(1) - 1
-    theirs = lm_logits[torch.arange(len(TEXTS)), last][:, classifier.head.token_ids]
+    positions = (batch.attention_mask.cumsum(1) - 1).clamp(min=0)  # text from position 0, as PEFT runs a right-padded row
+    output = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, output_hidden_states=True)
+    last = batch.attention_mask.shape[1] - 1 if padding_side == "left" else batch.attention_mask.sum(1) - 1
+    rows = torch.arange(len(TEXTS))
+    if head == "verbalizer":
+        theirs = output.logits[rows, last][:, classifier.head.token_ids]
+    else:
+        theirs = classifier.head(output.hidden_states[-1][rows, last])
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
