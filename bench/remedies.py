@@ -70,7 +70,7 @@ def naive_loop(args: argparse.Namespace, seed: int) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     train_runtime = time.perf_counter() - started
-    predictions = model.predict_logits(validation.texts).argmax(-1).numpy()
+    predictions = model.predict_logits(validation.rows).argmax(-1).numpy()
     labels = np.asarray(validation.labels)
     failure = collapse_reason(predictions, labels, task.label_names)
     return {"status": "failed" if failure else "ok", "did_not_learn": did_not_learn(predictions, labels, task.label_names),

@@ -168,6 +168,8 @@ def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
+    from suffixtune.artifacts import config_digest
+
     model, tokenizer = make_backbone("gpt2", tokenizer_dir)
     Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=4)).save_pretrained(tmp_path)
     config, weights = json.loads((tmp_path / CONFIG_NAME).read_text()), (tmp_path / WEIGHTS_NAME).read_bytes()
@@ -175,8 +177,13 @@ def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
     (tmp_path / CONFIG_NAME).write_text(json.dumps({**config, "method": "prefix"}))
     with pytest.raises(ArtifactError, match="suffixtune_config.json is not the config these weights were saved with"):
         Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
-    (tmp_path / CONFIG_NAME).write_text(json.dumps({**config, "base_model": "/elsewhere/tiny-gpt2"}))
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({**config, "base_model": "/elsewhere/tiny-gpt2", "suffixtune_version": "9.9"}))
     Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)  # a moved base model is fine: its weights are hashed
+    older = {k: v for k, v in config.items() if k != "tokenizer_hash"}  # as a version before that field saved it
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(older))
+    save_file(load_file(tmp_path / WEIGHTS_NAME), tmp_path / WEIGHTS_NAME, metadata={"format": "pt", "suffixtune_config": config_digest(older)})
+    Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)  # the hash is of the file's own fields
+    (tmp_path / WEIGHTS_NAME).write_bytes(weights)
     (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
 
     state = load_file(tmp_path / WEIGHTS_NAME)

@@ -319,3 +319,28 @@ def test_help_version_and_unknown_commands_answer_without_loading_torch(capsys):
               "print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'optuna', 'peft') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_directory_rules_without_training(tmp_path):
+    import types
+
+    from suffixtune.training.resume import SETTINGS_NAME, prepare_run_directory, write_settings
+
+    settings = {"training": {"learning_rate": 0.003}, "method": {"method": "suffix"}}
+
+    def args(**options):
+        return types.SimpleNamespace(**{"output_dir": str(tmp_path / "run"), "resume_from_checkpoint": None,
+                                        "overwrite_output_dir": False, "process_index": 0, **options})
+
+    assert prepare_run_directory(args(), settings) == (None, [])  # a new directory
+    (tmp_path / "run" / "metrics.json").write_text("{}")  # a finished run that kept no checkpoint
+    assert prepare_run_directory(args(), settings) == (None, []) and (tmp_path / "run" / "metrics.json").exists()
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")  # killed before its settings were written into it
+    assert prepare_run_directory(args(), settings) == (str(checkpoint), [])
+    assert prepare_run_directory(args(resume_from_checkpoint="false"), settings) == (str(checkpoint), [])
+    write_settings(checkpoint, {**settings, "training": {"learning_rate": 0.01}})
+    assert prepare_run_directory(args(resume_from_checkpoint=str(checkpoint)), settings)[1] == [
+        ("training", "learning_rate", 0.01, 0.003)]
+    assert (tmp_path / "run" / SETTINGS_NAME).exists()

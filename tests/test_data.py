@@ -242,3 +242,15 @@ def test_numbers_in_text_columns_and_custom_splits_are_named(tmp_path):
         load_split(task, "validation", file=numbers)
     with pytest.raises(DataError, match=r"task 'train' reads user files, so .* has no test split to look up for it; give the file itself"):
         load_split(task, "test", data_dir=tmp_path)
+
+
+def test_characters_of_several_byte_tokens_are_cut_whole(tokenizer_dir):
+    tokenizer, task = gpt2_tokenizer(tokenizer_dir), get_task("rte")
+    rows = [{"sentence1": "日本語 日本語 ", "sentence2": "👍🏽" * 10}, {"sentence1": "日本語の文 " * 6, "sentence2": "ok ok 👍🏽👍🏽 fine"}]
+    for row in rows:
+        for max_length in range(14, 60):  # the template alone takes 8 tokens
+            ids, _ = encode_rows(task, [row], tokenizer, max_length)
+            text = tokenizer.decode(ids[0])
+            assert len(ids[0]) <= max_length and "\ufffd" not in text, (max_length, text)  # no half of a character
+            head, joint, tail = text.partition("\nHypothesis: ")
+            assert head.startswith("Premise: ") and joint and row["sentence2"].startswith(tail), (max_length, text)

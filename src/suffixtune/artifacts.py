@@ -56,10 +56,16 @@ class ClassifierConfig:
         )
 
 
-def config_digest(config: ClassifierConfig) -> str:
-    """Hash of the config as saved, bar the base model's path (moving the model is fine; its weights are hashed)."""
-    fields = {key: value for key, value in asdict(config).items() if key != "base_model"}
+def config_digest(saved: dict[str, Any]) -> str:
+    """Hash of a config's fields as saved, bar the base model's path (moving the model is fine: its weights are
+    hashed) and the version that wrote it. Fields a later version adds are not in an older file, so not hashed."""
+    fields = {key: value for key, value in saved.items() if key not in ("base_model", "suffixtune_version")}
     return hashlib.blake2b(json.dumps(fields, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def saved_config_fields(directory: str | os.PathLike) -> dict[str, Any]:
+    """The config's fields exactly as the artifact's JSON holds them."""
+    return json.loads((Path(directory) / CONFIG_NAME).read_text())
 
 
 def read_config(directory: str | os.PathLike) -> ClassifierConfig:

@@ -146,10 +146,11 @@ def kv_shape(backbone: PreTrainedModel) -> tuple[int, int, int]:
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Hash of everything that decides token ids: vocabulary, merges or model, special tokens, normalisation."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # padding and truncation settings change with each call, never the ids of a text
-        state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}, sort_keys=True)
+    if backend is not None:  # padding and truncation change with each call, the decoder and version never change ids
+        ignored = ("padding", "truncation", "decoder", "version")
+        state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ignored}, sort_keys=True)
     else:
         state = repr(sorted(tokenizer.get_vocab().items()))
     special = sorted((role, str(token)) for role, token in tokenizer.special_tokens_map.items() if role != "pad_token")  # pads are masked
-    extra = repr((type(tokenizer).__name__, special, getattr(tokenizer, "add_prefix_space", None)))
+    extra = repr((special, getattr(tokenizer, "add_prefix_space", None)))  # not the class: its name moves between versions
     return hashlib.blake2b((state + extra).encode(), digest_size=16).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from .artifacts import (
     atomic_write,
     config_digest,
     read_config,
+    saved_config_fields,
     write_config,
 )
 from .backbone import load_backbone, tokenizer_fingerprint, weights_hash
@@ -232,7 +234,7 @@ class Classifier(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
-        metadata = {"format": "pt", "suffixtune_config": config_digest(self.classifier_config)}
+        metadata = {"format": "pt", "suffixtune_config": config_digest(asdict(self.classifier_config))}
         atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata=metadata))
         write_config(self.classifier_config, directory)
 
@@ -247,7 +249,8 @@ class Classifier(nn.Module):
                 state = {name: saved.get_tensor(name) for name in saved.keys()}
         except (SafetensorError, OSError) as error:
             raise ArtifactError(f"{path}: the artifact's weights are damaged ({error}); save or train it again") from None
-        if bound_to is not None and bound_to != config_digest(self.classifier_config):
+        config_file = Path(directory) / CONFIG_NAME
+        if bound_to is not None and config_file.is_file() and bound_to != config_digest(saved_config_fields(directory)):
             raise ArtifactError(
                 f"{directory}: {CONFIG_NAME} is not the config these weights were saved with (edited since?); "
                 "restore it, or train the artifact again with the settings you want"

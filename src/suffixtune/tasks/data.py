@@ -345,11 +345,11 @@ def longest_first(lengths: list[int], budget: int) -> list[int]:
 
 
 def prefix(text: str, pieces, column: int, tokens: int, tokenizer: PreTrainedTokenizerBase) -> str:
-    """The text of a column's first `tokens` tokens."""
+    """The text of a column's first `tokens` tokens; a character split over several byte tokens is dropped whole."""
     if tokens >= len(pieces.input_ids[column]):
         return text
     if tokens == 0:
         return ""
-    if tokenizer.is_fast:
-        return text[: pieces["offset_mapping"][column][tokens - 1][1]]
+    if tokenizer.is_fast:  # up to where the first dropped token starts, so the cut text never holds more
+        return text[: pieces["offset_mapping"][column][tokens][0]]
     return tokenizer.decode(pieces.input_ids[column][:tokens], clean_up_tokenization_spaces=False)

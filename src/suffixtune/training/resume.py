@@ -116,6 +116,8 @@ def prepare_run_directory(args, settings: dict) -> tuple[str | None, list[tuple[
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--output {directory} is a file; a run needs a directory (a new name, or an existing run's)")
     explicit = args.resume_from_checkpoint
+    if explicit is not None and str(explicit).lower() in ("false", "0", "", "none"):
+        explicit = None
     if explicit is not None and str(explicit).lower() in ("true", "1"):
         explicit = get_last_checkpoint(directory) if directory.is_dir() else None
         if explicit is None:
@@ -150,7 +152,7 @@ def prepare_run_directory(args, settings: dict) -> tuple[str | None, list[tuple[
             write_settings(directory, settings)
         return None, []
     last = get_last_checkpoint(directory)
-    stored = read_settings(Path(last)) if last else read_settings(directory)
+    stored = (read_settings(Path(last)) if last else None) or read_settings(directory)  # killed before on_save wrote it
     what = f"{directory} holds a run" + (f" (last checkpoint {Path(last).name})" if last else "")
     if stored is None:
         raise ConfigError(
@@ -164,11 +166,8 @@ def prepare_run_directory(args, settings: dict) -> tuple[str | None, list[tuple[
             "(its checkpoints and record are removed), another --output, or --resume_from_checkpoint CHECKPOINT to "
             "go on from it with new training settings on purpose"
         )
-    if last is None:
+    if last is None:  # its artifact and record stay until this run replaces them
         logger.warning("%s: an earlier run with the same settings left no checkpoint; starting afresh", directory)
-        if main_process:
-            clear_run(directory)
-            write_settings(directory, settings)
     return last, []
 
 

@@ -172,7 +172,8 @@ def train_in_directory(
     args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
     args.greater_is_better = True
     settings = run_settings(model_args, data_args, method_args, method_config, args)
-    resume, resume_changes = prepare_run_directory(args, settings)
+    with args.main_process_first(desc="checking the run directory"):  # the others read it after the main process wrote it
+        resume, resume_changes = prepare_run_directory(args, settings)
     train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
     validation = load_splits(tasks, "validation", data_dir=data_args.data, file=data_args.validation)
 
