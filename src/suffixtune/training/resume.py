@@ -155,9 +155,10 @@ def prepare_run_directory(args, settings: dict) -> tuple[str | None, list[tuple[
     stored = (read_settings(Path(last)) if last else None) or read_settings(directory)  # killed before on_save wrote it
     what = f"{directory} holds a run" + (f" (last checkpoint {Path(last).name})" if last else "")
     if stored is None:
+        resume_hint = f", or --resume_from_checkpoint {last} to resume it on purpose" if last else ""
         raise ConfigError(
-            f"{what} whose settings are not recorded; pass --overwrite_output_dir true to start afresh there, another "
-            f"--output, or --resume_from_checkpoint {last or directory} to resume it on purpose"
+            f"{what} whose settings are not recorded; pass --overwrite_output_dir true to start afresh there, or "
+            f"another --output{resume_hint}"
         )
     changes = differences(stored, settings)
     if changes:
