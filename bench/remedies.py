@@ -58,12 +58,13 @@ def naive_loop(args: argparse.Namespace, seed: int) -> dict:
     model = Classifier.build(backbone, tokenizer, task, "suffix", config, max_length=args.max_length)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-3)
-    order = torch.randperm(len(train.texts)).tolist()
+    texts = train.texts
+    order = torch.randperm(len(texts)).tolist()
     started = time.perf_counter()
     model.train()
     for start in range(0, len(order), args.batch_size):
         rows = order[start : start + args.batch_size]
-        batch = tokenizer([train.texts[i] for i in rows], truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
         loss = model(batch.input_ids, batch.attention_mask, torch.tensor([train.labels[i] for i in rows])).loss
         optimizer.zero_grad()
         loss.backward()

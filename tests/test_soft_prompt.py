@@ -17,26 +17,6 @@ TEXTS = [
 ]
 
 
-def single_logits(classifier, tokenizer, text):
-    ids = torch.tensor([tokenizer(text).input_ids])
-    return classifier(ids, torch.ones_like(ids)).logits[0]
-
-
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
-@pytest.mark.parametrize("padding_side", ["right", "left"])
-@pytest.mark.parametrize("method", ["suffix", "prefix"])
-@pytest.mark.parametrize("head", ["linear", "verbalizer"])
-def test_batched_matches_each_text_alone(tokenizer_dir, kind, padding_side, method, head):
-    backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
-    config = SoftPromptConfig(prompt_length=5, prompt_init="random")
-    classifier = Classifier.build(backbone, tokenizer, toy_task(3), method, config, head)
-    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    assert (batch.attention_mask == 0).any()
-    batched = classifier(batch.input_ids, batch.attention_mask).logits
-    alone = torch.stack([single_logits(classifier, tokenizer, text) for text in TEXTS])
-    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
-
-
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("method", ["suffix", "prefix"])
@@ -46,6 +26,7 @@ def test_batched_logits_equal_each_row_built_by_hand(tokenizer_dir, kind, paddin
     backbone, tokenizer = make_backbone(kind, tokenizer_dir, padding_side)
     classifier = Classifier.build(backbone, tokenizer, toy_task(3), method, SoftPromptConfig(prompt_length=5, prompt_init="random"), head)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert (batch.attention_mask == 0).any()
     frozen_text = classifier(batch.input_ids, batch.attention_mask).logits  # suffix with gradient: the text pass apart
     with torch.no_grad():
         full_pass = classifier(batch.input_ids, batch.attention_mask).logits

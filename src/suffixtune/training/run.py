@@ -142,161 +142,151 @@ def train(
     With several --label_column, one suffix and head per column train together from one text pass, and each
     column's artifact (with its own metrics.json) goes to output_dir/<column>. The run directory is locked meanwhile.
     """
-    with run_directory_lock(args):
-        return train_in_directory(model_args, data_args, method_args, method_config, args)
-
-
-def train_in_directory(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    method_args: MethodArguments,
-    method_config: MethodConfig,
-    args: TrainingArguments,
-) -> dict[str, Any]:
-    started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
-    reset_peak_memory()
-    tasks = resolve_tasks(data_args)
-    for task in tasks:
-        check_options(task, method_args, method_config, model_args, args)
-    if len(tasks) > 1:
-        check_multitask(method_args, args)
-    if args.output_dir is None:
-        raise ConfigError("pass --output DIR for the artifact and metrics.json")
-    method = get_method(method_args.method)
-    if args.learning_rate is None:
-        args.learning_rate = method.default_learning_rate
-    if args.head_learning_rate is None:
-        args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
-    if method_args.standardize is None:
-        method_args.standardize = method.default_standardize
-    args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
-    args.greater_is_better = True
-    settings = run_settings(model_args, data_args, method_args, method_config, args)
-    with args.main_process_first(desc="checking the run directory"):  # the others read it after the main process wrote it
-        resume, resume_changes = prepare_run_directory(args, settings)
-    train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
-    validation = load_splits(tasks, "validation", data_dir=data_args.data, file=data_args.validation)
-
-    set_seed(args.seed)
-    backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
-    classifiers = {
-        task.name: Classifier.build(
-            backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length,
-            method_args.pooling,
-        )
-        for task in tasks
-    }
-    for classifier in classifiers.values():
-        classifier.frozen_text = args.frozen_text
-    model = next(iter(classifiers.values())) if len(tasks) == 1 else MultiTaskTrainingModel(classifiers)
-    max_length = min(c.classifier_config.max_length for c in classifiers.values())
-
-    eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
-    eval_dataset = tokenize(eval_rows, tokenizer, max_length)
-    eval_dataset = eval_dataset.select(np.argsort(eval_dataset["length"], kind="stable"))  # less padding
-    train_dataset = None
-    if train_split is not None:
-        subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
-        train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
-
-    if train_dataset is not None and method_args.standardize == "features":
-        sample = np.random.default_rng(args.seed).permutation(len(train_dataset))[:STANDARDIZATION_TEXTS]
-        token_ids = train_dataset.select(sample)["input_ids"]
-        for classifier in classifiers.values():
-            if classifier.head.can_standardize:
-                classifier.standardize_head(token_ids)
-
-    frozen_text = no_frozen_text(method_args.method, args) is None
-    if frozen_text:
-        model.text_cache = open_text_cache(
-            args.text_cache, backbone, tokenizer, max_length,
-            [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
-            text_dtype(backbone, args), with_kv=any(c.method.suffix_embeddings() is not None for c in classifiers.values()),
-            reused=texts_read_again(args, 0 if train_dataset is None else len(train_dataset)),
-            budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
-        )
-    divergence, recorder = DivergenceCallback(), EvalRecorder(tasks)
-    callbacks = [divergence, RunSettingsCallback(settings)] + ([TextCacheCallback(model.text_cache)] if model.text_cache else [])
-    trainer = recorder.trainer = ClassifierTrainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
-    )
-    train_metrics: dict[str, float] = {}
-    if train_dataset is not None:
-        if resume:
-            logger.warning("resuming from checkpoint %s", resume)
-        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
-    final_step = (trainer.state.best_global_step if args.load_best_model_at_end else None) or trainer.state.global_step
-    if final_step not in recorder.results:  # the final weights were not evaluated in this process
-        trainer.predict(eval_dataset, metric_key_prefix="eval")
-        final_step = trainer.state.global_step
-    per_task, predictions, labels = recorder.results[final_step]
-    if model.text_cache is not None:
-        model.text_cache.flush()
-
-    shared = {
-        "method": method_args.method,
-        "method_facts": method.facts(),
-        "prompt_length": next(iter(classifiers.values())).method.added_positions or None,
-        "head": method_args.head,
-        "pooling": method_args.pooling,
-        "model": model_args.model,
-        "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
-        "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],  # with TrainingDiagnostics
-        "train_rows": 0 if train_dataset is None else len(train_dataset),
-        "eval_rows": len(eval_dataset),
-        **trained_speed(trainer, train_metrics.get("train_runtime")),
-        "train_runtime_s": train_metrics.get("train_runtime"),
-        "wall_time_s": time.perf_counter() - started,
-        "peak_memory_bytes": peak_memory_bytes(),
-        "text_pass": "frozen" if frozen_text else "full",
-        "text_cache": None if model.text_cache is None else model.text_cache.summary(),
-        "tasks_trained_together": [task.name for task in tasks] if len(tasks) > 1 else None,
-        "seed": args.seed,
-        "resumed_from": resume,
-        "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
-        "processes": args.world_size,
-        "versions": versions,
-    }
-    records = {}
-    for task, metrics, task_predictions, task_labels in zip(tasks, per_task, predictions, labels, strict=True):
-        classifier = classifiers[task.name]
-        failure = divergence.failure or collapse_reason(task_predictions, task_labels, task.label_names)
-        no_learning = None if failure else did_not_learn(task_predictions, task_labels, task.label_names)
-        if no_learning:
-            logger.warning("%s: %s", task.name, no_learning)
-        records[task.name] = {
-            "status": "failed" if failure else "ok",
-            "failure": failure,
-            "did_not_learn": no_learning,
-            "task": task.name,
-            **shared,
-            "eval": metrics,
-            "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
-            "total_parameters": sum(p.numel() for p in classifier.parameters()),
-            "config": {
-                "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
-                "method_config": classifier.classifier_config.method_config, "training": args.to_dict(),
-                "template": task.template, "label_names": task.label_names, "max_length": max_length,
-            },
-        }
-    if len(tasks) == 1:
-        record = next(iter(records.values()))
-    else:
-        failures = [f"{name}: {r['failure']}" for name, r in records.items() if r["failure"]]
-        record = {
-            "status": "failed" if failures else "ok", "failure": "; ".join(failures) or None, "tasks": records,
-            "eval": {f"{name}_{key}": value for name, r in records.items() for key, value in r["eval"].items()},
-        }
-    if trainer.is_world_process_zero():  # under torchrun / accelerate launch, one process writes
-        model.save_pretrained(args.output_dir)
-        for name, task_record in records.items():
-            write_json(task_record, Path(args.output_dir) / ("" if len(tasks) == 1 else name) / "metrics.json")
+    with run_directory_lock(args):  # held until the record is written
+        started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
+        reset_peak_memory()
+        tasks = resolve_tasks(data_args)
+        for task in tasks:
+            check_options(task, method_args, method_config, model_args, args)
         if len(tasks) > 1:
-            write_json(record, Path(args.output_dir) / "metrics.json")
-    if record["failure"]:
-        raise RunFailed(f"{args.output_dir}: run failed: {record['failure']}")
-    return record
+            check_multitask(method_args, args)
+        if args.output_dir is None:
+            raise ConfigError("pass --output DIR for the artifact and metrics.json")
+        method = get_method(method_args.method)
+        if args.learning_rate is None:
+            args.learning_rate = method.default_learning_rate
+        if args.head_learning_rate is None:
+            args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
+        if method_args.standardize is None:
+            method_args.standardize = method.default_standardize
+        args.metric_for_best_model = tasks[0].metrics[0] if len(tasks) == 1 else "task_mean"
+        args.greater_is_better = True
+        settings = run_settings(model_args, data_args, method_args, method_config, args)
+        with args.main_process_first(desc="checking the run directory"):  # the others read it after the main process wrote it
+            resume, resume_changes = prepare_run_directory(args, settings)
+        train_split = load_splits(tasks, "train", data_dir=data_args.data, file=data_args.train) if args.do_train else None
+        validation = load_splits(tasks, "validation", data_dir=data_args.data, file=data_args.validation)
+
+        set_seed(args.seed)
+        backbone, tokenizer = load_backbone(model_args.model, dtype=getattr(torch, model_args.dtype))
+        classifiers = {
+            task.name: Classifier.build(
+                backbone, tokenizer, task, method_args.method, method_config, method_args.head, data_args.max_length,
+                method_args.pooling,
+            )
+            for task in tasks
+        }
+        for classifier in classifiers.values():
+            classifier.frozen_text = args.frozen_text
+        model = next(iter(classifiers.values())) if len(tasks) == 1 else MultiTaskTrainingModel(classifiers)
+        max_length = min(c.classifier_config.max_length for c in classifiers.values())
+
+        eval_rows = subsample(validation, data_args.max_eval_samples, seed=0)
+        eval_dataset = tokenize(eval_rows, tokenizer, max_length)
+        eval_dataset = eval_dataset.select(np.argsort(eval_dataset["length"], kind="stable"))  # less padding
+        train_dataset = None
+        if train_split is not None:
+            subset_seed = args.seed if data_args.subset_seed is None else data_args.subset_seed
+            train_dataset = tokenize(subsample(train_split, data_args.max_train_samples, subset_seed), tokenizer, max_length)
+
+        if train_dataset is not None and method_args.standardize == "features":
+            sample = np.random.default_rng(args.seed).permutation(len(train_dataset))[:STANDARDIZATION_TEXTS]
+            token_ids = train_dataset.select(sample)["input_ids"]
+            for classifier in classifiers.values():
+                if classifier.head.can_standardize:
+                    classifier.standardize_head(token_ids)
+
+        frozen_text = no_frozen_text(method_args.method, args) is None
+        if frozen_text:
+            model.text_cache = open_text_cache(
+                args.text_cache, backbone, tokenizer, max_length,
+                [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
+                text_dtype(backbone, args), with_kv=any(c.method.suffix_embeddings() is not None for c in classifiers.values()),
+                reused=texts_read_again(args, 0 if train_dataset is None else len(train_dataset)),
+                budget=None if args.text_cache_budget is None else int(args.text_cache_budget * 1e9), directory=args.text_cache_dir,
+            )
+        divergence, recorder = DivergenceCallback(), EvalRecorder(tasks)
+        callbacks = [divergence, RunSettingsCallback(settings)] + ([TextCacheCallback(model.text_cache)] if model.text_cache else [])
+        trainer = recorder.trainer = ClassifierTrainer(
+            model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
+        )
+        train_metrics: dict[str, float] = {}
+        if train_dataset is not None:
+            if resume:
+                logger.warning("resuming from checkpoint %s", resume)
+            train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+        final_step = (trainer.state.best_global_step if args.load_best_model_at_end else None) or trainer.state.global_step
+        if final_step not in recorder.results:  # the final weights were not evaluated in this process
+            trainer.predict(eval_dataset, metric_key_prefix="eval")
+            final_step = trainer.state.global_step
+        per_task, predictions, labels = recorder.results[final_step]
+        if model.text_cache is not None:
+            model.text_cache.flush()
+
+        shared = {
+            "method": method_args.method,
+            "method_facts": method.facts(),
+            "prompt_length": next(iter(classifiers.values())).method.added_positions or None,
+            "head": method_args.head,
+            "pooling": method_args.pooling,
+            "model": model_args.model,
+            "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
+            "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],  # with TrainingDiagnostics
+            "train_rows": 0 if train_dataset is None else len(train_dataset),
+            "eval_rows": len(eval_dataset),
+            **trained_speed(trainer, train_metrics.get("train_runtime")),
+            "train_runtime_s": train_metrics.get("train_runtime"),
+            "wall_time_s": time.perf_counter() - started,
+            "peak_memory_bytes": peak_memory_bytes(),
+            "text_pass": "frozen" if frozen_text else "full",
+            "text_cache": None if model.text_cache is None else model.text_cache.summary(),
+            "tasks_trained_together": [task.name for task in tasks] if len(tasks) > 1 else None,
+            "seed": args.seed,
+            "resumed_from": resume,
+            "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
+            "processes": args.world_size,
+            "versions": versions,
+        }
+        records = {}
+        for task, metrics, task_predictions, task_labels in zip(tasks, per_task, predictions, labels, strict=True):
+            classifier = classifiers[task.name]
+            failure = divergence.failure or collapse_reason(task_predictions, task_labels, task.label_names)
+            no_learning = None if failure else did_not_learn(task_predictions, task_labels, task.label_names)
+            if no_learning:
+                logger.warning("%s: %s", task.name, no_learning)
+            records[task.name] = {
+                "status": "failed" if failure else "ok",
+                "failure": failure,
+                "did_not_learn": no_learning,
+                "task": task.name,
+                **shared,
+                "eval": metrics,
+                "trainable_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
+                "total_parameters": sum(p.numel() for p in classifier.parameters()),
+                "config": {
+                    "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
+                    "method_config": classifier.classifier_config.method_config, "training": args.to_dict(),
+                    "template": task.template, "label_names": task.label_names, "max_length": max_length,
+                },
+            }
+        if len(tasks) == 1:
+            record = next(iter(records.values()))
+        else:
+            failures = [f"{name}: {r['failure']}" for name, r in records.items() if r["failure"]]
+            record = {
+                "status": "failed" if failures else "ok", "failure": "; ".join(failures) or None, "tasks": records,
+                "eval": {f"{name}_{key}": value for name, r in records.items() for key, value in r["eval"].items()},
+            }
+        if trainer.is_world_process_zero():  # under torchrun / accelerate launch, one process writes
+            model.save_pretrained(args.output_dir)
+            for name, task_record in records.items():
+                write_json(task_record, Path(args.output_dir) / ("" if len(tasks) == 1 else name) / "metrics.json")
+            if len(tasks) > 1:
+                write_json(record, Path(args.output_dir) / "metrics.json")
+        if record["failure"]:
+            raise RunFailed(f"{args.output_dir}: run failed: {record['failure']}")
+        return record
 
 
 def check_multitask(options: MethodArguments, args: TrainingArguments) -> None:
