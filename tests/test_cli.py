@@ -166,8 +166,8 @@ def test_divergence_stops_training():
         (["--head", "verbalizer", "--regression", "true"], "--head verbalizer needs a classification task"),
         (["--head", "verbalizer"], "needs one label word per class (2), got None; pass --label_words"),
         (["--prompt_length", "0"], "--prompt_length must be at least 1"),
-        (["--method", "lora", "--prompt_length", "4"], "(--prompt_length: not an option of --method lora)"),
-        (["--method", "lora", "--lora_rank", "4"], "not used by the HfArgumentParser: ['--lora_rank', '4']"),
+        (["--method", "lora", "--prompt_length", "4"], "--prompt_length (an option of --method suffix, prefix, deep-prefix"),
+        (["--method", "lora", "--lora_rank", "4"], "unrecognized arguments: --lora_rank (did you mean --lora_r?)"),
         (["--method", "head", "--head", "verbalizer", "--label_words", " no", " yes"], "has nothing to train; use --head linear"),
         (["--method", "full", "--dtype", "bfloat16"], "must be float32 for the optimizer; use --dtype float32 with --bf16"),
         (["--method", "deep-prefix", "--activation_checkpointing", "true"], "cannot train with activation (gradient) checkpointing"),
@@ -226,7 +226,43 @@ def test_an_unknown_flag_does_not_blame_the_methods_own_options(tmp_path, capsys
             "--text_column", "text", "--output", str(tmp_path / "run"), "--prompt_length", "4", "--no_such_flag", "1"]
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert "['--no_such_flag', '1']" in error and "not an option of --method suffix" not in error
+    assert "unrecognized arguments: --no_such_flag;" in error and "--prompt_length" not in error
+
+
+TRAIN_MISTAKES = [
+    ["--output", "run", "--learnin_rate", "0.1"],
+    ["--output", "run", "--method", "lora", "--prompt_length", "4"],
+    ["--output", "run", "--no_such_flag", "1"],
+]
+
+
+@pytest.mark.parametrize("mistake", TRAIN_MISTAKES)
+def test_train_flags_kept_from_the_first_parse_refuse_as_the_parser_does(tmp_path, monkeypatch, capsys, mistake):
+    monkeypatch.setenv("SUFFIXTUNE_CACHE", str(tmp_path))
+    assert main(["train", *mistake]) == 2  # nothing kept yet: the full parser answers, and its flags are kept
+    from_parser = capsys.readouterr().err
+    assert list((tmp_path / "train-flags").iterdir())
+    assert main(["train", *mistake]) == 2
+    assert capsys.readouterr().err == from_parser
+
+
+@pytest.mark.slow
+def test_train_help_and_typos_answer_without_importing_torch(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from suffixtune.training import train_parser
+
+    monkeypatch.setenv("SUFFIXTUNE_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert capsys.readouterr().out == train_parser().format_help()
+    probe = ("import sys; from suffixtune.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    helped = subprocess.run([sys.executable, "-c", probe, "train", "--help"], capture_output=True, text=True, check=True)
+    assert helped.stdout == train_parser().format_help() + "0 False False\n"
+    typo = subprocess.run([sys.executable, "-c", probe, *["train", *TRAIN_MISTAKES[0]]], capture_output=True, text=True)
+    assert typo.stdout == "2 False False\n" and "--learnin_rate (did you mean --learning_rate?)" in typo.stderr
 
 
 @pytest.mark.slow

