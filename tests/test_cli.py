@@ -168,6 +168,8 @@ def test_divergence_stops_training():
         (["--prompt_length", "0"], "--prompt_length must be at least 1"),
         (["--method", "lora", "--prompt_length", "4"], "--prompt_length (an option of --method suffix, prefix, deep-prefix"),
         (["--method", "lora", "--lora_rank", "4"], "unrecognized arguments: --lora_rank (did you mean --lora_r?)"),
+        (["--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "epoch"],
+         "error: --load_best_model_at_end requires the save and eval strategy to match"),  # TrainingArguments' own check
         (["--method", "head", "--head", "verbalizer", "--label_words", " no", " yes"], "has nothing to train; use --head linear"),
         (["--method", "full", "--dtype", "bfloat16"], "must be float32 for the optimizer; use --dtype float32 with --bf16"),
         (["--method", "deep-prefix", "--activation_checkpointing", "true"], "cannot train with activation (gradient) checkpointing"),

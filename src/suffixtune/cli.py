@@ -38,9 +38,12 @@ def run_train(argv: list[str]) -> int:
     parser = train_parser(chosen) if chosen else train_parser()
     if known is None:
         known = write_train_flags(parser, chosen)
-    *parsed, remaining = parser.parse_args_into_dataclasses(
-        merge_repeated(argv, "--label_column"), return_remaining_strings=True
-    )
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(
+            merge_repeated(argv, "--label_column"), return_remaining_strings=True
+        )
+    except ValueError as error:  # a dataclass's own check, e.g. TrainingArguments' on --bf16 without a GPU
+        raise SuffixTuneError(str(error)) from None
     refuse_unknown_flags([arg for arg in remaining if arg.startswith("-")] or remaining, known)
     model_args, data_args, method_args, method_config, training_args = parsed
     from .training import train
