@@ -5,7 +5,7 @@ import pytest
 from conftest import DATA_DIR, toy_task
 from suffixtune.errors import ConfigError, DataError
 from suffixtune.tasks import get_task
-from suffixtune.tasks.data import custom_task, encode_rows, load_split, longest_first, tokenize
+from suffixtune.tasks.data import custom_task, encode_rows, json_lines, load_split, longest_first, prefix, tokenize
 
 EXPECTED_ROWS = {  # from ../shared/data/PROVENANCE.md
     ("sst2", "train"): 67349, ("sst2", "validation"): 872,
@@ -46,6 +46,18 @@ def test_pair_template_is_applied():
 def test_missing_train_file_lists_what_is_there():
     with pytest.raises(DataError, match=r"no train file for task 'qnli'.*found \['dev.tsv', 'validation.parquet'\]"):
         load_split(get_task("qnli"), "train", data_dir=DATA_DIR / "qnli")
+
+
+def test_a_missing_data_directory_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"nope: no train file for task 'sst2'; expected one of .* \(no such directory\)$"):
+        load_split(get_task("sst2"), "train", data_dir=tmp_path / "nope")
+
+
+def test_json_lines_from_bytes_and_from_text_name_the_bad_line():
+    assert list(json_lines(['{"a": 1}', "  ", "[2]"], "stdin")) == [(1, {"a": 1}), (3, [2])]
+    assert list(json_lines([b'\xef\xbb\xbf{"a": 1}\n', b'"b"\n'], "f.jsonl")) == [(1, {"a": 1}), (2, "b")]
+    with pytest.raises(DataError, match=r"^f.jsonl line 2: not UTF-8 \(byte 0xe9 at column 11\)$"):
+        list(json_lines([b'{"a": 1}\n', '{"a": "caf\u00e9"}\n'.encode("latin-1")], "f.jsonl"))
 
 
 def custom(tmp_path, text, name="train.csv"):
@@ -140,11 +152,15 @@ def test_longest_first_keeps_what_the_tokenizers_library_keeps(tokenizer_dir):
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split() * 2
     for _ in range(300):
         first, second = (" ".join(words[: rng.randint(1, len(words))]) for _ in range(2))
-        budget = rng.randint(2, 60)
+        budget = rng.randint(0, 60)
         backend.enable_truncation(budget, strategy="longest_first")
-        sequence_ids = backend.encode(first, second, add_special_tokens=False).sequence_ids
-        lengths = [len(tokenizer(first).input_ids), len(tokenizer(second).input_ids)]
-        assert longest_first(lengths, budget) == [sequence_ids.count(0), sequence_ids.count(1)], (lengths, budget)
+        encoding = backend.encode(first, second, add_special_tokens=False)
+        pieces = tokenizer([first, second], add_special_tokens=False, return_offsets_mapping=True)
+        keep = longest_first([len(ids) for ids in pieces.input_ids], budget)
+        assert keep == [encoding.sequence_ids.count(0), encoding.sequence_ids.count(1)], (first, second, budget)
+        for column, text in enumerate((first, second)):  # the text kept is the text of the tokens kept
+            kept = [i for i, sequence in zip(encoding.ids, encoding.sequence_ids, strict=True) if sequence == column]
+            assert prefix(text, pieces, column, keep[column], tokenizer) == tokenizer.decode(kept), (text, budget)
 
 
 def test_a_long_pair_is_cut_inside_its_columns_never_in_the_template(tokenizer_dir):
@@ -160,6 +176,19 @@ def test_a_long_pair_is_cut_inside_its_columns_never_in_the_template(tokenizer_d
     ids, _ = encode_rows(task, [{"sentence1": premise, "sentence2": premise}], tokenizer, 40)
     kept = [tokenizer(part).input_ids for part in tokenizer.decode(ids[0]).removeprefix("Premise: ").split("\nHypothesis: ")]
     assert len(kept) == 2 and abs(len(kept[0]) - len(kept[1])) <= 1 and premise.startswith(tokenizer.decode(kept[1]))
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_a_cut_pair_fills_max_length_with_or_without_a_bos_token(tokenizer_dir, bos):
+    from transformers import GPT2TokenizerFast
+
+    tokenizer, task = GPT2TokenizerFast.from_pretrained(tokenizer_dir, add_bos_token=bos), get_task("rte")
+    row = {"sentence1": " ".join(["The committee met again on Tuesday."] * 30), "sentence2": "The cat sat on the mat. " * 10}
+    for max_length in (24, 40, 64):
+        ids, _ = encode_rows(task, [row], tokenizer, max_length)
+        assert len(ids[0]) == max_length and ids[0].count(tokenizer.bos_token_id) == bos and (ids[0][0] == 50256) == bos
+        premise, _, hypothesis = tokenizer.decode(ids[0], skip_special_tokens=True).partition("\nHypothesis: ")
+        assert len(tokenizer(premise.removeprefix("Premise: ")).input_ids) - len(tokenizer(hypothesis).input_ids) in (-1, 0, 1)
 
 
 @pytest.mark.parametrize(("task_name", "split", "joint"), [("rte", "train", "\nHypothesis: "), ("rte", "validation", "\nHypothesis: "),

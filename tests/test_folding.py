@@ -116,6 +116,26 @@ def test_reparameterised_prompt_folds_into_plain_vectors(tokenizer_dir, tmp_path
     torch.testing.assert_close(loaded.predict_logits(TEXTS), before, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["suffix", "prefix"])
+def test_a_folded_checkpoint_resumes_into_a_reparameterised_prompt(tokenizer_dir, tmp_path, method):
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    config = get_method(method).config_class(prompt_length=3, reparam=True, reparam_hidden_size=8)
+    trained, resumed = (Classifier.build(model, tokenizer, toy_task(2), method, config) for _ in range(2))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in [*trained.method.reparam.parameters(), *resumed.method.reparam.parameters()]:
+            param.normal_(std=0.5)
+    first, second = trained.method.reparam[0], trained.method.reparam[2]
+    embedding = trained.method.prompt.detach()
+    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    resumed_first_layer = resumed.method.reparam[0].weight.detach().clone()
+    trained.save_pretrained(tmp_path)  # a checkpoint holds the folded prompt, no MLP
+    resumed.load_trained_weights(tmp_path)  # as a resumed run loads it: the MLP restarts at E + 0 = E
+    torch.testing.assert_close(resumed.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
+    assert torch.count_nonzero(resumed.method.reparam[2].weight) == 0 == torch.count_nonzero(resumed.method.reparam[2].bias)
+    assert torch.equal(resumed.method.reparam[0].weight, resumed_first_layer)  # the hidden layer keeps its gradient path
+
+
 @pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("prefix", "none"), ("head", "none")])
 def test_standardize_defaults_to_where_it_was_measured(tiny_model_dir, tmp_path, method, expected):
     data = write_toy_csv(tmp_path / "train.csv", rows=16)

@@ -50,6 +50,10 @@ def test_each_task_gets_the_loss_and_gradients_it_gets_alone(tokenizer_dir, kind
     labels = torch.tensor([[0, 2, 0.5, 1], [1, 0, 1.5, 0], [1, 1, 2.0, 1], [0, 2, 4.0, 0], [1, 0, 0.0, 1]])
     output = model(batch.input_ids, batch.attention_mask, labels)
     output.loss.backward()
+    with torch.no_grad():
+        unlabelled = model(batch.input_ids, batch.attention_mask)  # what prediction calls
+    assert unlabelled.loss is None
+    torch.testing.assert_close(unlabelled.logits, output.logits.detach())
 
     alone_losses, offset = [], 0
     for k, (name, classifier) in enumerate(model.tasks.items()):
@@ -114,6 +118,9 @@ def test_two_label_columns_train_in_one_run_into_two_artifacts_served_together(t
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert record["tasks"]["sentiment"]["eval"]["accuracy"] >= 0.8
     assert record["tasks"]["topic"]["config"]["label_names"] == ["film", "food", "sport"]
+    distinct = {line.split(",")[0] for path in (train, validation) for line in path.read_text().splitlines()[1:]}
+    cache = record["tasks"]["topic"]["text_cache"]  # each distinct text ran through the backbone once, for both tasks
+    assert cache["misses"] == len(distinct) and cache["hits"] + len(distinct) == 4 * (96 + 30)
 
     for name in ("sentiment", "topic"):
         task_record = json.loads((output / name / "metrics.json").read_text())
