@@ -149,3 +149,14 @@ def test_trains_through_suffixtune_train_and_only_its_own_weights_change(tiny_mo
     assert losses[-1] < losses[0]
     assert record["text_pass"] == "frozen"
     assert record["trainable_parameters"] == 2 * 32 + 2 * (2 * 32 + 96 * 2) + 2 * 32 + 2  # prompt, A and B per c_attn, head
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_starts_as_peft_starts_lora(tokenizer_dir, kind):
+    backbone, tokenizer = make_backbone(kind, tokenizer_dir)
+    config = SuffixLoraConfig(prompt_length=4, lora_r=4, lora_alpha=8)
+    method = Classifier.build(backbone, tokenizer, toy_task(3), "suffix-lora", config).method
+    assert method.lora_A and method.lora_A.keys() == method.lora_B.keys()
+    for key, a in method.lora_A.items():  # PEFT: A ~ kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); B = 0
+        bound = a.shape[1] ** -0.5
+        assert 0.95 * bound <= a.abs().max() <= bound and torch.count_nonzero(method.lora_B[key]) == 0, key
