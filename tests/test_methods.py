@@ -251,3 +251,21 @@ def test_declared_facts_are_what_the_method_does(tokenizer_dir, variant):
     prompt = method.prompt_vectors()
     assert (prompt is not None) == method.has_prompt_vectors
     assert prompt is None or (prompt.shape == (method.added_positions, hidden) and prompt.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_settings_a_method_cannot_train_with_are_refused_before_loading(name):
+    method = METHODS[name]
+    config = method.config_class()
+    method.check(config, "linear", "float32", False, True)
+    method.check(config, "linear", "bfloat16", False, False)  # evaluating a bfloat16 backbone is fine for every method
+    if name in ("full", "last-blocks"):  # Adam on bfloat16 weights: updates below their precision vanish
+        with pytest.raises(ConfigError, match=f"--method {name} updates backbone weights, which must be float32"):
+            method.check(config, "linear", "bfloat16", False, True)
+    else:
+        method.check(config, "linear", "bfloat16", False, True)
+    if name == "deep-prefix":  # checkpointed blocks recompute without the per-layer prompt
+        with pytest.raises(ConfigError, match="--method deep-prefix cannot train with activation"):
+            method.check(config, "linear", "float32", True, True)
+    else:
+        method.check(config, "linear", "float32", True, True)
