@@ -1,9 +1,11 @@
 """Every task layout in ../shared/data reads; bad files fail with the file, row and column named."""
 
+import numpy as np
 import pytest
 
 from conftest import DATA_DIR, toy_task
 from suffixtune.errors import ConfigError, DataError
+from suffixtune.metrics import compute_metrics
 from suffixtune.tasks import get_task
 from suffixtune.tasks.data import custom_task, encode_rows, json_lines, load_split, longest_first, prefix, tokenize
 
@@ -111,6 +113,18 @@ def test_empty_text_names_row(tmp_path):
         load_split(get_task("sst2"), "train", file=path)
 
 
+def test_custom_pairs_read_both_columns_and_custom_scores_report_correlations(tmp_path):
+    path = custom(tmp_path, "premise,hypothesis,label\nA man sleeps.,Someone rests.,yes\nIt rains.,The sun is out.,no\n")
+    task = custom_task(path, "premise", "hypothesis", "label", regression=False)
+    split = load_split(task, "train", file=path)
+    assert task.text_columns == ("premise", "hypothesis") and split.labels == [1, 0]
+    assert "A man sleeps." in split.texts[0] and "Someone rests." in split.texts[0]
+    scores = custom(tmp_path, "text,score\na,0.5\nb,2.0\nc,1.0\n", "scores.csv")
+    task = custom_task(scores, "text", None, "score", regression=True)
+    labels = np.array(load_split(task, "train", file=scores).labels)
+    assert compute_metrics(task.metrics, 2 * labels + 1, labels) == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0)}
+
+
 def test_regression_needs_numbers(tmp_path):
     path = custom(tmp_path, "text,score\na,1.5\nb,high\n")
     task = custom_task(path, "text", None, "score", regression=True)
@@ -131,9 +145,11 @@ def test_tokenize_cuts_long_texts(tokenizer_dir, caplog):
     from suffixtune.tasks.data import Split
 
     tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
-    dataset = tokenize(Split([{"text": "word " * 50}, {"text": "short"}], [0, 1], "mem", toy_task(2)), tokenizer, max_length=10)
-    assert dataset["length"] == [10, 1]
-    assert "1 of 2 rows are longer than 10 tokens" in caplog.text
+    exact = " ".join(["word"] * 10)  # "word" and nine " word": exactly 10 tokens, kept whole
+    rows = [{"text": "word " * 50}, {"text": "short"}, {"text": exact}]
+    dataset = tokenize(Split(rows, [0, 1, 0], "mem.csv", toy_task(2)), tokenizer, max_length=10)
+    assert dataset["length"] == [10, 1, 10] and tokenizer.decode(dataset["input_ids"][2]) == exact
+    assert "mem.csv: 1 of 3 rows are longer than 10 tokens and were cut" in caplog.text
 
 
 def gpt2_tokenizer(tokenizer_dir):
