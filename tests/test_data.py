@@ -82,6 +82,10 @@ def test_unknown_label_names_row_and_column(tmp_path):
     assert task.label_names == ("neg", "pos")
     with pytest.raises(DataError, match=r"validation.csv: row 2, column 'label': unknown label 'neutral'; expected one of \['neg', 'pos'\]"):
         load_split(task, "validation", file=validation)
+    indices = custom(tmp_path, "text,label\na,1\nb,0\n", "indices.csv")  # named classes may be given by index
+    assert load_split(task, "validation", file=indices).labels == [1, 0]
+    with pytest.raises(DataError, match=r"row 2, column 'label': unknown label '2'; expected one of \['neg', 'pos'\] or an index 0..1$"):
+        load_split(task, "validation", file=custom(tmp_path, "text,label\na,1\nb,2\n", "indices.csv"))
 
 
 def test_mixed_label_kinds(tmp_path):
