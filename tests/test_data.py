@@ -45,6 +45,12 @@ def test_pair_template_is_applied():
     assert rows.texts[0].startswith("Premise: ") and "\nHypothesis: " in rows.texts[0]
 
 
+def test_a_file_given_overrides_the_tasks_own(tmp_path):
+    mine = custom(tmp_path, "sentence,label\nmine,1\n")
+    split = load_split(get_task("sst2"), "train", data_dir=DATA_DIR / "sst2", file=mine)  # --data DIR --train FILE
+    assert split.texts == ["mine"] and split.labels == [1] and split.source == str(mine)
+
+
 def test_missing_train_file_lists_what_is_there():
     with pytest.raises(DataError, match=r"no train file for task 'qnli'.*found \['dev.tsv', 'validation.parquet'\]"):
         load_split(get_task("qnli"), "train", data_dir=DATA_DIR / "qnli")
@@ -94,6 +100,9 @@ def test_mixed_label_kinds(tmp_path):
         custom_task(train, "text", None, "label", regression=False)
     validation = custom(tmp_path, "sentence,label\na,0\nb,positive\n", "validation.csv")
     with pytest.raises(DataError, match=r"mixes label names and indices \(row 1: '0', row 2: 'positive'\)"):
+        load_split(get_task("sst2"), "validation", file=validation)
+    validation = custom(tmp_path, "sentence,label\na,positive\nb,negative\nc,1\n", "validation.csv")
+    with pytest.raises(DataError, match=r"mixes label names and indices \(row 1: 'positive', row 3: '1'\)"):
         load_split(get_task("sst2"), "validation", file=validation)
 
 
@@ -289,6 +298,8 @@ def test_numbers_in_text_columns_and_custom_splits_are_named(tmp_path):
     numbers = custom(tmp_path, '{"text": "fine", "label": "pos"}\n{"text": 5, "label": "neg"}\n', "v.jsonl")
     with pytest.raises(DataError, match=r"v.jsonl: row 2, column 'text' holds int 5, not text"):
         load_split(task, "validation", file=numbers)
+    with pytest.raises(DataError, match=r"v.jsonl: row 1, column 'text' holds float 2.5, not text"):
+        load_split(task, "validation", file=custom(tmp_path, '{"text": 2.5, "label": "pos"}\n', "v.jsonl"))
     with pytest.raises(DataError, match=r"task 'train' reads user files, so .* has no test split to look up for it; give the file itself"):
         load_split(task, "test", data_dir=tmp_path)
 
