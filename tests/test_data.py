@@ -51,6 +51,22 @@ def test_a_file_given_overrides_the_tasks_own(tmp_path):
     assert split.texts == ["mine"] and split.labels == [1] and split.source == str(mine)
 
 
+def test_cola_with_a_header_and_a_byte_order_mark_reads_as_without(tmp_path):
+    rows = "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\ngj04\t0\t*\tThe more we study verbs.\n"
+    plain, marked = tmp_path / "plain.tsv", tmp_path / "marked.tsv"
+    plain.write_text(rows)
+    marked.write_bytes(("\ufeffsource\tlabel\toriginal_label\tsentence\n" + rows).encode("utf-8"))
+    for path in (plain, marked):
+        split = load_split(get_task("cola"), "train", file=path)
+        assert split.texts == ["The sailors rode the breeze clear of the rocks.", "The more we study verbs."], path
+        assert split.labels == [1, 0]
+
+
+def test_texts_that_read_like_missing_values_stay_texts(tmp_path):
+    path = custom(tmp_path, "sentence,label\nNA,1\nnull,0\nNone,1\nnan,0\n")
+    assert load_split(get_task("sst2"), "train", file=path).texts == ["NA", "null", "None", "nan"]
+
+
 def test_missing_train_file_lists_what_is_there():
     with pytest.raises(DataError, match=r"no train file for task 'qnli'.*found \['dev.tsv', 'validation.parquet'\]"):
         load_split(get_task("qnli"), "train", data_dir=DATA_DIR / "qnli")
