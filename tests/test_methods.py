@@ -233,6 +233,29 @@ def test_last_blocks_refuses_more_blocks_than_the_model_has(tokenizer_dir):
         Classifier.build(model, tokenizer, toy_task(2), "last-blocks", LastBlocksConfig(blocks=3))
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_last_blocks_can_train_every_block(tokenizer_dir, kind):
+    model, tokenizer = make_backbone(kind, tokenizer_dir)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "last-blocks", LastBlocksConfig(blocks=2))  # both of 2
+    blocks = {"gpt2": "backbone.transformer.h.", "llama": "backbone.model.layers."}[kind]
+    block_params = [p for name, p in classifier.named_parameters() if name.startswith(blocks)]
+    assert block_params and all(p.requires_grad for p in block_params)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_lora_settings_reach_peft(tokenizer_dir, kind):
+    from peft.tuners.lora import LoraLayer
+
+    model, tokenizer = make_backbone(kind, tokenizer_dir)
+    config = get_method("lora").config_class(lora_r=4, lora_alpha=12, lora_dropout=0.25)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "lora", config)
+    layers = [m for m in classifier.backbone.modules() if isinstance(m, LoraLayer)]
+    assert layers
+    for layer in layers:  # PEFT scales the update by alpha / r
+        assert layer.r["default"] == 4 and layer.scaling["default"] == 3.0 and layer.lora_dropout["default"].p == 0.25
+        assert layer.lora_A["default"].weight.shape[0] == 4 and bool(layer.fan_in_fan_out) == (kind == "gpt2")
+
+
 def test_every_method_is_registered_with_a_config_learning_rate_and_report_order():
     assert set(METHODS) == {"suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
     for method in METHODS.values():
