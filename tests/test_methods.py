@@ -177,6 +177,28 @@ def test_deep_prefix_matches_peft_prefix_tuning(tokenizer_dir, kind, padding_sid
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+def test_reparameterised_deep_prefix_matches_peft_prefix_projection(tokenizer_dir):
+    """GPT-2 only: with grouped-query attention PEFT's embedding is as wide as the keys, ours as the hidden state."""
+    config = DeepPrefixConfig(prompt_length=5, reparam=True, reparam_hidden_size=16)
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "deep-prefix", config, "verbalizer")
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    ours = classifier(batch.input_ids, batch.attention_mask).logits
+
+    peft_config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, prefix_projection=True, encoder_hidden_size=16)
+    peft_model = get_peft_model(model, peft_config)
+    encoder, mlp = peft_model.prompt_encoder["default"], classifier.method.mlp  # both: embedding -> Linear, Tanh, Linear
+    with torch.no_grad():
+        encoder.embedding.weight.copy_(classifier.method.embedding)
+        for theirs, mine in ((encoder.transform[0], mlp[0]), (encoder.transform[2], mlp[2])):
+            theirs.weight.copy_(mine.weight)
+            theirs.bias.copy_(mine.bias)
+    output = peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    last = batch.attention_mask.sum(1) - 1
+    theirs = output.logits[torch.arange(len(TEXTS)), last][:, classifier.head.token_ids]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_deep_prefix_text_init_equals_the_text_as_a_prefix(tokenizer_dir, kind):
     """Initialised from a text's own keys and values, a deep prefix is exactly that text placed before the input."""
@@ -240,6 +262,19 @@ def test_last_blocks_can_train_every_block(tokenizer_dir, kind):
     blocks = {"gpt2": "backbone.transformer.h.", "llama": "backbone.model.layers."}[kind]
     block_params = [p for name, p in classifier.named_parameters() if name.startswith(blocks)]
     assert block_params and all(p.requires_grad for p in block_params)
+
+
+def test_method_settings_are_checked_at_their_limits():
+    for accepted in (DeepPrefixConfig(prompt_length=1), SoftPromptConfig(prompt_length=1)):
+        assert accepted.prompt_length == 1
+    lora = get_method("lora").config_class
+    assert lora(lora_r=1, lora_dropout=0.0).lora_r == 1
+    with pytest.raises(ConfigError, match=r"--lora_dropout must be in \[0, 1\), got 1.0"):
+        lora(lora_dropout=1.0)
+    with pytest.raises(ConfigError, match="--lora_r must be at least 1, got 0"):
+        lora(lora_r=0)
+    with pytest.raises(ConfigError, match="--prompt_length must be at least 1"):
+        DeepPrefixConfig(prompt_length=0)
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
