@@ -143,6 +143,9 @@ def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir,
     multitask.classify(rows)
     assert len(passes) == 2  # "a" and "b" read the same text (in one pass); "pair" reads another
     assert list(multitask.classify(rows, tasks=["b"])[0]) == ["b"]
+    passes = count_calls(backbone.base_model)
+    assert list(multitask.classify(["just a string"], tasks=["b"])[0]) == ["b"]  # "pair", not asked, neither runs nor checks
+    assert len(passes) == 1
 
     with pytest.raises(DataError, match=r"text 1: task 'pair' classifies text pairs; give an object with fields \['premise', 'hypothesis'\]"):
         multitask.classify(["just a string"])
