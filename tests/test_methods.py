@@ -291,6 +291,16 @@ def test_lora_settings_reach_peft(tokenizer_dir, kind):
         assert layer.lora_A["default"].weight.shape[0] == 4 and bool(layer.fan_in_fan_out) == (kind == "gpt2")
 
 
+@pytest.mark.parametrize("missing", ["h", "ln_f"])
+def test_last_blocks_names_an_architecture_it_cannot_read(tokenizer_dir, missing):
+    from suffixtune.methods.finetune import find_blocks
+
+    model, _ = make_backbone("gpt2", tokenizer_dir)
+    delattr(model.transformer, missing)  # as if the blocks or the final norm had a name last-blocks does not know
+    with pytest.raises(ConfigError, match="cannot find the transformer blocks and final norm of GPT2Model; --method last-blocks knows"):
+        find_blocks(model)
+
+
 def test_every_method_is_registered_with_a_config_learning_rate_and_report_order():
     assert set(METHODS) == {"suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
     for method in METHODS.values():
