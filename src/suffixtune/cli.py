@@ -27,7 +27,8 @@ def run_train(argv: list[str]) -> int:
     method = argparse.ArgumentParser(add_help=False)
     method.add_argument("--method")
     chosen = method.parse_known_args(argv)[0].method
-    known = read_train_flags(chosen)
+    flags_file = train_flags_path(chosen)
+    known = read_train_flags(flags_file)
     if known is not None:  # answer --help and flag typos without importing torch
         if wants_help:
             print(known["help"], end="")
@@ -37,7 +38,7 @@ def run_train(argv: list[str]) -> int:
 
     parser = train_parser(chosen) if chosen else train_parser()
     if known is None:
-        known = write_train_flags(parser, chosen)
+        known = write_train_flags(parser, chosen, flags_file)
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(
             merge_repeated(argv, "--label_column"), return_remaining_strings=True
@@ -67,14 +68,14 @@ def train_flags_path(method: str | None) -> Path:
     return cache_dir() / "train-flags" / f"{digest.hexdigest()}.json"
 
 
-def read_train_flags(method: str | None) -> dict | None:
+def read_train_flags(path: Path) -> dict | None:
     try:
-        return json.loads(train_flags_path(method).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def write_train_flags(parser: argparse.ArgumentParser, method: str | None) -> dict:
+def write_train_flags(parser: argparse.ArgumentParser, method: str | None, path: Path) -> dict:
     """Keep the parser's help and flags, and each method's own flags, so the next `--help` or typo needs no torch."""
     from .artifacts import atomic_write
     from .methods import METHODS
@@ -86,7 +87,6 @@ def write_train_flags(parser: argparse.ArgumentParser, method: str | None) -> di
         "options": sorted(option for action in parser._actions for option in action.option_strings),
         "method_options": {name: sorted(option_flags(cls.config_class)) for name, cls in METHODS.items()},
     }
-    path = train_flags_path(method)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda staging: Path(staging).write_text(json.dumps(known)))
