@@ -174,6 +174,9 @@ def test_divergence_stops_training():
         (["--method", "full", "--dtype", "bfloat16"], "must be float32 for the optimizer; use --dtype float32 with --bf16"),
         (["--method", "deep-prefix", "--activation_checkpointing", "true"], "cannot train with activation (gradient) checkpointing"),
         (["--method", "last-blocks", "--blocks", "0"], "--blocks must be at least 1"),
+        (["--per_device_train_batch_size", "0"], "error: --per_device_train_batch_size must be at least 1, got 0"),
+        (["--gradient_accumulation_steps", "0"], "error: --gradient_accumulation_steps must be at least 1, got 0"),
+        (["--num_train_epochs", "0"], "error: --num_train_epochs 0 trains nothing: give a positive number of epochs or --max_steps"),
     ],
 )
 def test_bad_options_refused_before_model_loads(tmp_path, capsys, extra, message):
@@ -189,6 +192,18 @@ def test_qnli_is_eval_only_here(tmp_path, capsys):
             "--output", str(tmp_path / "run")]
     assert main(args) == 2
     assert "no train file for task 'qnli'" in capsys.readouterr().err
+
+
+def test_a_task_the_hub_cannot_provide_asks_for_its_files(tmp_path, capsys, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):  # what datasets raises without a network and without a cached copy
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert main(["train", "--model", str(tmp_path / "no-such-model"), "--task", "sst2", "--output", str(tmp_path / "run")]) == 2
+    assert ("error: task 'sst2': the Hugging Face hub could not provide nyu-mll/glue/sst2 (Couldn't reach 'nyu-mll/glue' "
+            "on the Hub (LocalEntryNotFoundError)); pass --data DIR") in capsys.readouterr().err
 
 
 def test_predict_refuses_bad_artifact_dir(tmp_path, capsys):

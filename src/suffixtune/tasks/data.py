@@ -145,7 +145,13 @@ def load_split(task: Task, split: str, *, data_dir: str | Path | None = None, fi
         from datasets import load_dataset
 
         hub_split = "validation_matched" if (task.name, split) == ("mnli", "validation") else split
-        frame = load_dataset(*task.hub, split=hub_split).to_pandas()
+        try:
+            frame = load_dataset(*task.hub, split=hub_split).to_pandas()
+        except ConnectionError as error:
+            raise DataError(
+                f"task {task.name!r}: the Hugging Face hub could not provide {'/'.join(task.hub)} ({error}); "
+                f"pass --data DIR with the task's files (e.g. its GLUE directory), or --{split} FILE"
+            ) from None
         source = f"{task.hub[0]}/{task.hub[1]} ({hub_split})"
     else:
         raise DataError(f"task {task.name!r} is not on the hub; pass --data DIR or --{split} FILE")

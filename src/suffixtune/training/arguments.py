@@ -122,6 +122,15 @@ class TrainingArguments(transformers.TrainingArguments):
         default=None, metadata={"help": "Where --text_cache disk keeps its shards; default: ~/.cache/suffixtune/text-cache."}
     )
 
+    def __post_init__(self):
+        for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1, got {getattr(self, flag)}")
+        if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(f"--num_train_epochs {self.num_train_epochs:g} trains nothing: give a positive number of "
+                             "epochs or --max_steps (or --do_train false to only evaluate)")
+        super().__post_init__()
+
 
 def train_parser(method: str = "suffix", **parser_options) -> HfArgumentParser:
     """Flags of the run plus those of `method`'s config (other methods' options are not accepted)."""
