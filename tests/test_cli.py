@@ -176,6 +176,9 @@ def test_divergence_stops_training():
         (["--method", "last-blocks", "--blocks", "0"], "--blocks must be at least 1"),
         (["--per_device_train_batch_size", "0"], "error: --per_device_train_batch_size must be at least 1, got 0"),
         (["--gradient_accumulation_steps", "0"], "error: --gradient_accumulation_steps must be at least 1, got 0"),
+        (["--learning_rate", "-1"], "error: --learning_rate must be positive, got -1"),  # torch's ValueError before
+        (["--seed", "-1"], "error: --seed must be from 0 to 2**32 - 1"),  # numpy's ValueError before
+        (["--max_train_samples", "0"], "error: --max_train_samples must be at least 1 (a row count), got 0"),  # IndexError
         (["--num_train_epochs", "0"], "error: --num_train_epochs 0 trains nothing: give a positive number of epochs or --max_steps"),
     ],
 )
@@ -339,10 +342,15 @@ def test_bad_outputs_ports_and_stdin_are_named(tiny_model_dir, tmp_path, capsys,
     with pytest.raises(SystemExit):
         main(["report", "--storage", str(tmp_path), "--out", str(taken)])
     assert f"--out {taken} is a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["inspect", str(tmp_path), "--top_k", "0"])  # an IndexError before
+    assert "argument --top-k/--top_k: 0 must be at least 1" in capsys.readouterr().err
 
     assert main(train_args(tiny_model_dir, tmp_path, "--max_steps", "1")) == 0
     for stdin, message in [(b"", "no texts: pass --text TEXT, or JSON lines on stdin"),
-                           (b'{"text": "fine"}\n"caf\xe9"\n', "stdin line 2: not UTF-8 (byte 0xe9 at column 5)")]:
+                           (b'{"text": "fine"}\n"caf\xe9"\n', "stdin line 2: not UTF-8 (byte 0xe9 at column 5)"),
+                           (b'{"text": "fine"}\n{"text": "\\ud800 great"}\n',  # a tokenizer TypeError before
+                            "text 2, field 'text': character 0 ('\\ud800') is a lone surrogate, not text")]:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         assert main(["predict", str(tmp_path / "run")]) == 2
         assert message in capsys.readouterr().err

@@ -84,6 +84,15 @@ def test_json_lines_from_bytes_and_from_text_name_the_bad_line():
         list(json_lines([b'{"a": 1}\n', '{"a": "caf\u00e9"}\n'.encode("latin-1")], "f.jsonl"))
 
 
+def test_a_lone_surrogate_is_named_where_it_is(tmp_path, tokenizer_dir):
+    path = custom(tmp_path, '{"sentence": "fine", "label": 1}\n{"sentence": "\\ud800 great", "label": 0}\n', "train.jsonl")
+    with pytest.raises(DataError, match=r"train.jsonl line 2, column 'sentence': character 0 \('\\ud800'\) is a lone surrogate"):
+        load_split(get_task("sst2"), "train", file=path)  # pyarrow's UnicodeEncodeError before
+    with pytest.raises(DataError, match=r"^text 2, field 'sentence1': character 3 \('\\udce9'\) is a lone surrogate"):
+        encode_rows(get_task("rte"), [{"sentence1": "a", "sentence2": "b"}, {"sentence1": "caf\udce9", "sentence2": "b"}],
+                    gpt2_tokenizer(tokenizer_dir), 16)  # the tokenizer's TypeError before
+
+
 def custom(tmp_path, text, name="train.csv"):
     path = tmp_path / name
     path.write_text(text)

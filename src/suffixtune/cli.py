@@ -143,8 +143,8 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--data", help="Directory with the task's files (default: the hub).")
     parser.add_argument("--split", default="validation", help="Split of the task's data to score: validation (default), test, train.")
     parser.add_argument("--validation", help="Evaluation file instead of a split of the task's data.")
-    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
+    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=positive_int)
+    parser.add_argument("--batch-size", "--batch_size", type=positive_int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--model", help=MODEL_HELP)
     options = parser.parse_args(argv)
@@ -165,7 +165,7 @@ def run_predict(argv: list[str]) -> int:
     )
     add_model_arguments(parser)
     parser.add_argument("--text", action="append", help="A text to classify (repeatable); without it, JSONL on stdin.")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
+    parser.add_argument("--batch-size", "--batch_size", type=positive_int, default=64)
     options = parser.parse_args(argv)
     from .artifacts import read_config
 
@@ -219,6 +219,13 @@ def run_serve(argv: list[str]) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
 def port_number(text: str) -> int:
     port = int(text)
     if not 0 < port < 65536:
@@ -237,9 +244,9 @@ def run_sweep(argv: list[str]) -> int:
                      "between machines if retries should resume another machine's checkpoints.")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT_DIR/sweep.db); "
                      "postgresql://USER:PASSWORD@HOST/DB lets workers on many machines share the sweep.")
-    run.add_argument("--workers", type=int, default=1, help="Worker processes to start here (one GPU each where there are enough).")
-    run.add_argument("--heartbeat", type=int, default=30, help="Seconds between a worker's heartbeats.")
-    run.add_argument("--grace-period", "--grace_period", type=int, default=120,
+    run.add_argument("--workers", type=positive_int, default=1, help="Worker processes to start here (one GPU each where there are enough).")
+    run.add_argument("--heartbeat", type=positive_int, default=30, help="Seconds between a worker's heartbeats.")
+    run.add_argument("--grace-period", "--grace_period", type=positive_int, default=120,
                      help="Seconds without a heartbeat after which a run counts as lost and is retried.")
     run.add_argument("--retry-failed", "--retry_failed", action="store_true",
                      help="Run again the runs that raised an error (from one worker, before starting others).")
@@ -327,8 +334,8 @@ def run_inspect(argv: list[str]) -> int:
     parser.add_argument("--compare", metavar="DIR2", help="Another run's prompt: prompt-to-prompt cosine similarity.")
     parser.add_argument("--data", help="Task data directory: also score the prompt made of the nearest tokens.")
     parser.add_argument("--validation", help="Evaluation file instead of --data's validation split.")
-    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=int)
-    parser.add_argument("--top-k", "--top_k", type=int, default=5, help="Nearest tokens shown per prompt vector.")
+    parser.add_argument("--max-eval-samples", "--max_eval_samples", type=positive_int)
+    parser.add_argument("--top-k", "--top_k", type=positive_int, default=5, help="Nearest tokens shown per prompt vector.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
     parser.add_argument("--model", help=MODEL_HELP)

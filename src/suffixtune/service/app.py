@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import ConfigError, DataError
 from ..multitask import MultiTaskClassifier
+from ..tasks.data import not_unicode
 from .batcher import MicroBatcher
 from .settings import ServiceSettings
 
@@ -110,11 +111,8 @@ def check_text(index: int, text: str | dict[str, str]) -> None:
         where = f"texts[{index}]" + ("" if field_name is None else f".{field_name}")
         if not value.strip():
             raise HTTPException(422, f"{where} is blank; every text needs words (training refuses blank texts too)")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise HTTPException(422, f"{where}: character {error.start} ({value[error.start]!r}) is a lone surrogate, "
-                                "not text; send valid Unicode") from None
+        if problem := not_unicode(value):
+            raise HTTPException(422, f"{where}: {problem}")
 
 
 def json_safe(value: Any) -> Any:

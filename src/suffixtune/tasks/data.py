@@ -100,6 +100,9 @@ def read_jsonl_records(path: Path) -> list[dict]:
         for number, record in json_lines(handle, str(path)):
             if not isinstance(record, dict):
                 raise DataError(f"{path}: line {number} is a {type(record).__name__}; each line must be an object of columns")
+            for column, value in record.items():
+                if isinstance(value, str) and (problem := not_unicode(value)):
+                    raise DataError(f"{path} line {number}, column {column!r}: {problem}")
             records.append(record)
         return records
 
@@ -173,6 +176,8 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
                                 "the text columns must hold strings (quote them in JSON)")
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs text")
+            if problem := not_unicode(value):
+                raise DataError(f"{source}: row {number}, column {column!r}: {problem}")
     labels = [row[task.label_column] for row in records]
     rows = [{column: row[column] for column in task.text_columns} for row in records]
     return Split(rows, encode_labels(labels, task, source), source, task)
@@ -288,16 +293,28 @@ def tokenize(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int) 
     return Dataset.from_dict({"input_ids": ids, "labels": split.labels, "length": [len(row) for row in ids]})
 
 
+def not_unicode(text: str) -> str | None:
+    """Why no tokenizer can read `text` (a lone surrogate, e.g. from a JSON "\\ud800" escape), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"character {error.start} ({text[error.start]!r}) is a lone surrogate, not text; give valid Unicode"
+    return None
+
+
 def text_row(row: Row, number: int, task: Task) -> Mapping[str, str]:
     """A row's text columns; a plain string is the text of a one-column task."""
     columns = task.text_columns
     if isinstance(row, str):
         if len(columns) > 1:
             raise DataError(f"text {number}: task {task.name!r} classifies text pairs; give an object with fields {list(columns)}")
-        return {columns[0]: row}
+        row = {columns[0]: row}
     missing = [c for c in columns if not isinstance(row.get(c), str)]
     if missing:
         raise DataError(f"text {number}: task {task.name!r} needs string field(s) {missing}, got fields {sorted(row)}")
+    for column in columns:
+        if problem := not_unicode(row[column]):
+            raise DataError(f"text {number}, field {column!r}: {problem}")
     return row
 
 

@@ -42,6 +42,11 @@ class DataArguments:
     subset_seed: int | None = field(default=None, metadata={"help": "Seed of the --max_train_samples subset (default: --seed); fix it to train every seed on the same rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this many validation rows."})
 
+    def __post_init__(self):
+        for flag in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, flag) is not None and getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} must be at least 1 (a row count), got {getattr(self, flag)}")
+
 
 @dataclass
 class MethodArguments:
@@ -126,6 +131,11 @@ class TrainingArguments(transformers.TrainingArguments):
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, flag) < 1:
                 raise ValueError(f"--{flag} must be at least 1, got {getattr(self, flag)}")
+        for flag in ("learning_rate", "head_learning_rate"):
+            if getattr(self, flag) is not None and not getattr(self, flag) > 0:
+                raise ValueError(f"--{flag} must be positive, got {getattr(self, flag):g}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be from 0 to 2**32 - 1 (numpy's range), got {self.seed}")
         if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError(f"--num_train_epochs {self.num_train_epochs:g} trains nothing: give a positive number of "
                              "epochs or --max_steps (or --do_train false to only evaluate)")
