@@ -196,6 +196,11 @@ def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
     (tmp_path / WEIGHTS_NAME).write_bytes(weights[: len(weights) // 2])
     with pytest.raises(ArtifactError, match="suffixtune_model.safetensors: the artifact's weights are damaged"):
         Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    flipped = bytearray(weights)
+    flipped[-4] ^= 1  # the lowest mantissa bit of the last float: finite, the right shape, and predicted with before
+    (tmp_path / WEIGHTS_NAME).write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="suffixtune_model.safetensors: the tensors are not the bytes that were saved"):
+        Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
 
 
 def test_no_room_for_the_text_is_refused_before_training(backbone):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -75,6 +76,16 @@ def length_sorted_batches(tokenizer: PreTrainedTokenizerBase, token_ids: list[li
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         yield chunk, tokenizer.pad({"input_ids": [token_ids[i] for i in chunk]}, return_tensors="pt").to(device)
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of named tensors' bytes, so damage inside a weights file (not only to its header) is caught."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class Classifier(nn.Module):
@@ -234,7 +245,8 @@ class Classifier(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.trainable_state_dict().items()}
-        metadata = {"format": "pt", "suffixtune_config": config_digest(asdict(self.classifier_config))}
+        metadata = {"format": "pt", "suffixtune_config": config_digest(asdict(self.classifier_config)),
+                    "suffixtune_weights": tensors_digest(tensors)}
         atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata=metadata))
         write_config(self.classifier_config, directory)
 
@@ -245,10 +257,14 @@ class Classifier(nn.Module):
             raise ArtifactError(f"{directory}: no {WEIGHTS_NAME}")
         try:
             with safe_open(path, "pt", device=str(self.backbone.device)) as saved:
-                bound_to = (saved.metadata() or {}).get("suffixtune_config")
+                metadata = saved.metadata() or {}
                 state = {name: saved.get_tensor(name) for name in saved.keys()}
         except (SafetensorError, OSError) as error:
             raise ArtifactError(f"{path}: the artifact's weights are damaged ({error}); save or train it again") from None
+        bound_to, weights_digest = metadata.get("suffixtune_config"), metadata.get("suffixtune_weights")
+        if weights_digest is not None and weights_digest != tensors_digest(state):
+            raise ArtifactError(f"{path}: the tensors are not the bytes that were saved (the file is damaged); "
+                                "copy it again, or train the artifact again")
         config_file = Path(directory) / CONFIG_NAME
         if bound_to is not None and config_file.is_file() and bound_to != config_digest(saved_config_fields(directory)):
             raise ArtifactError(
