@@ -58,6 +58,8 @@ def test_run_ids_do_not_depend_on_the_order_of_settings(tmp_path):
 MISTAKES = {
     "unknown section": ("gird:\n  seed: [0]\n", r"sweep.yaml:1: unknown section 'gird' \(did you mean 'grid'\?\)"),
     "unknown setting": ("fixed:\n  task: sst2\n  prompt_lenght: 5\n", r"sweep.yaml:3: unknown setting 'prompt_lenght' \(did you mean 'prompt_length'\?\)"),
+    "setting far from any flag": ("fixed:\n  task: sst2\n  zzz: 5\n",
+                                  r"sweep.yaml:3: unknown setting 'zzz'; choose from the flags of `suffixtune train --method NAME --help`$"),
     "unknown method": ("grid:\n  method:\n    - suffix\n    - prefx\n", r"sweep.yaml:4: unknown method 'prefx' \(did you mean 'prefix'\?\)"),
     "unknown task": ("fixed:\n  task: sst3\n", r"sweep.yaml:2: unknown task 'sst3'"),
     "output set by hand": ("fixed:\n  output_dir: runs/x\n", r"sweep.yaml:2: output_dir cannot be set in a sweep"),

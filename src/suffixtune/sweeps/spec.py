@@ -203,8 +203,10 @@ class Checker:
     def known(self, key: Any, choices, where: tuple, kind: str) -> None:
         if key not in choices:
             hint = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise self.error(where, f"unknown {kind} {key!r}{suggestion}; choose from {sorted(choices)}")
+            if hint:  # the choices can be all of train's flags: the near one is the help a typo needs
+                raise self.error(where, f"unknown {kind} {key!r} (did you mean {hint[0]!r}?)")
+            listed = sorted(choices) if len(choices) <= 20 else "the flags of `suffixtune train --method NAME --help`"
+            raise self.error(where, f"unknown {kind} {key!r}; choose from {listed}")
 
     def mapping(self, value: Any, where: tuple) -> None:
         if not isinstance(value, dict):
