@@ -37,3 +37,17 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match=r"cannot load model '.*no-such-model': it is not a local model directory"):
         load_backbone(str(tmp_path / "no-such-model"))
+
+
+def test_a_model_error_is_one_line(monkeypatch):
+    import suffixtune.backbone
+    from suffixtune.errors import ConfigError
+
+    def offline(*args, **kwargs):  # how transformers words a hub id it cannot fetch offline: two lines
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your internet connection.")
+
+    monkeypatch.setattr(suffixtune.backbone.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(ConfigError) as caught:
+        load_backbone("someone/no-such-model")
+    assert str(caught.value).endswith("could not provide it (We couldn't connect to 'https://huggingface.co' to load the "
+                                      "files. Check your internet connection.)")

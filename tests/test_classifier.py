@@ -203,6 +203,20 @@ def test_edited_or_damaged_artifacts_are_refused(tokenizer_dir, tmp_path):
         Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
 
 
+def test_a_config_without_a_field_or_with_a_newer_one_names_them(tmp_path):
+    import json
+
+    from suffixtune.artifacts import read_config
+
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"base_model": "m", "hidden_size": 8, "dropped_in_2030": 1}))
+    with pytest.raises(ArtifactError, match=r"malformed artifact config \(missing field\(s\) \['base_model_hash', 'method', "
+                                            r".*; unknown field\(s\) \['dropped_in_2030'\] \(written by a newer suffixtune\?\)\)$"):
+        read_config(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match=r"malformed artifact config \(a JSON list, not an object\)$"):
+        read_config(tmp_path)
+
+
 def test_no_room_for_the_text_is_refused_before_training(backbone):
     model, tokenizer = backbone  # 128 positions
     with pytest.raises(ConfigError, match="adds 128 positions, and the model holds 128, leaving 0 for the text"):

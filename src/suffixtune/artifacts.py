@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,20 @@ def read_config(directory: str | os.PathLike) -> ClassifierConfig:
     if not path.is_file():
         raise ArtifactError(f"{directory}: not a suffixtune artifact (no {CONFIG_NAME})")
     try:
-        return ClassifierConfig(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
         raise ArtifactError(f"{path}: malformed artifact config ({error})") from None
+    if not isinstance(saved, dict):
+        raise ArtifactError(f"{path}: malformed artifact config (a JSON {type(saved).__name__}, not an object)")
+    names = {f.name for f in fields(ClassifierConfig)}
+    needed = [f.name for f in fields(ClassifierConfig) if f.default is MISSING and f.default_factory is MISSING]
+    missing, unknown = [n for n in needed if n not in saved], sorted(set(saved) - names)
+    problems = [f"missing field(s) {missing}"] if missing else []
+    if unknown:
+        problems.append(f"unknown field(s) {unknown} (written by a newer suffixtune?)")
+    if problems:
+        raise ArtifactError(f"{path}: malformed artifact config ({'; '.join(problems)})")
+    return ClassifierConfig(**saved)
 
 
 def cache_dir() -> Path:

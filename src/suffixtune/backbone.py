@@ -89,7 +89,7 @@ def load_backbone(
     except OSError as error:
         raise ConfigError(
             f"cannot load model {name_or_path!r}: it is not a local model directory, a .gguf file or a bundled "
-            f"model ({', '.join(BUNDLED_MODELS)}), and the Hugging Face hub could not provide it ({error})"
+            f"model ({', '.join(BUNDLED_MODELS)}), and the Hugging Face hub could not provide it ({' '.join(str(error).split())})"
         ) from None
     prepare_backbone(model, tokenizer)
     model.name_or_path = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path  # usable from anywhere
