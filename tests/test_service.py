@@ -4,6 +4,7 @@ import asyncio
 import json
 import socket
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from conftest import make_backbone
 from suffixtune import Classifier, Task
+from suffixtune.artifacts import CONFIG_NAME
 from suffixtune.cli import main
 from suffixtune.methods.soft_prompt import SoftPromptConfig
 from suffixtune.multitask import MultiTaskClassifier
@@ -59,6 +61,8 @@ def test_answers_real_http_requests(server, multitask):
         assert [(t["name"], t["labels"], t["prompt_length"], t["shared_cache"]) for t in listed["tasks"]] == [
             ("sentiment", ["neg", "pos"], 3, True), ("topic", ["a", "b", "c"], 5, True), ("pair", ["no", "yes"], 2, True)
         ]
+        for task in listed["tasks"]:  # where each task's artifact lives (made by mktemp(name) above)
+            assert Path(task["artifact"]).name.startswith(task["name"]) and (Path(task["artifact"]) / CONFIG_NAME).is_file()
         texts = ["a fine day", {"text": "rain again", "premise": "It rains.", "hypothesis": "The street is wet."}]
         answer = client.post("/v1/classify", json={"texts": texts, "tasks": ["topic", "sentiment"]})
         assert answer.status_code == 200
