@@ -31,6 +31,8 @@ def test_a_split_never_parts_a_source_from_its_references():
     by_meaning = dict(zip((r["mr"] for r in sources.rows), sources.references, strict=True))
     assert all(refs == by_meaning[row["mr"]] for row, refs in zip(held_out.rows, held_out.references, strict=True))
     assert split_by_source(sources, 0.1, seed=0)[1].rows == held_out.rows != split_by_source(sources, 0.1, seed=1)[1].rows
+    with pytest.raises(DataError, match=r"devset.csv: 1 source\(s\) are too few to hold out 0.1 of them and keep any"):
+        split_by_source(sources.select([0]), 0.1, seed=0)
 
 
 def test_meaning_representations_read_as_text():

@@ -23,10 +23,10 @@ class Sources:
 
     rows: list[dict[str, str]]
     references: list[list[str]]
-    source: str
+    file: str
 
     def select(self, indices: Sequence[int]) -> Sources:
-        return Sources([self.rows[i] for i in indices], [self.references[i] for i in indices], self.source)
+        return Sources([self.rows[i] for i in indices], [self.references[i] for i in indices], self.file)
 
 
 def read_sources(path: str | Path, text_columns: Sequence[str], target_column: str) -> Sources:
@@ -58,6 +58,8 @@ def split_by_source(sources: Sources, held_out: float, seed: int) -> tuple[Sourc
         raise DataError(f"the held-out fraction must be between 0 and 1, got {held_out}")
     order = np.random.default_rng(seed).permutation(len(sources.rows))
     cut = max(1, round(held_out * len(order)))
+    if cut >= len(order):
+        raise DataError(f"{sources.file}: {len(order)} source(s) are too few to hold out {held_out:g} of them and keep any")
     return sources.select(sorted(order[cut:])), sources.select(sorted(order[:cut]))
 
 
