@@ -84,12 +84,18 @@ def run_cell(args: argparse.Namespace, setting: str, seed: int) -> dict:
         command = [sys.executable, __file__, "--naive-loop-seed", str(seed), *sys.argv[1:]]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         return json.loads(output.strip().splitlines()[-1])
+    from dataclasses import fields
+
+    from suffixtune.methods import get_method
+
+    takes_prompt = "prompt_length" in {f.name for f in fields(get_method(args.method).config_class)}
     with tempfile.TemporaryDirectory() as output:
         command = [
             str(Path(sys.executable).parent / "suffixtune"), "train", "--model", args.model, "--task", args.task, "--data", args.data,
             "--max_train_samples", str(args.rows), "--subset_seed", str(args.subset_seed),
             "--per_device_train_batch_size", str(args.batch_size), "--num_train_epochs", str(args.epochs),
-            "--prompt_length", str(args.prompt_length), "--method", args.method, "--max_length", str(args.max_length),
+            *(["--prompt_length", str(args.prompt_length)] if takes_prompt else []), "--method", args.method,
+            "--max_length", str(args.max_length),
             "--seed", str(seed), "--output_dir", output, "--save_strategy", "no", "--load_best_model_at_end", "false",
             "--disable_tqdm", "true", *shlex.split(SETTINGS[setting]), *shlex.split(args.extra),
         ]
