@@ -136,7 +136,7 @@ def test_a_folded_checkpoint_resumes_into_a_reparameterised_prompt(tokenizer_dir
     assert torch.equal(resumed.method.reparam[0].weight, resumed_first_layer)  # the hidden layer keeps its gradient path
 
 
-@pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("prefix", "none"), ("head", "none")])
+@pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("deep-prefix", "features"), ("prefix", "none"), ("head", "none")])
 def test_standardize_defaults_to_where_it_was_measured(tiny_model_dir, tmp_path, method, expected):
     data = write_toy_csv(tmp_path / "train.csv", rows=16)
     record = train(

@@ -55,6 +55,7 @@ class DeepPrefix(Method):
     name = "deep-prefix"
     config_class: ClassVar[type[MethodConfig]] = DeepPrefixConfig
     default_learning_rate: ClassVar[float] = 3e-3
+    default_standardize: ClassVar[str] = "features"  # worst of 5 seeds: SST-2 0.739 -> 0.804, SMS spam 0.937 -> 0.960
     supports_activation_checkpointing: ClassVar[bool] = False
     adds_prompt_positions: ClassVar[bool] = True
     report_order: ClassVar[int] = 30

@@ -60,8 +60,8 @@ class MethodArguments:
         default=None,
         metadata={"help": "features: the linear head trains on features centred and scaled by statistics of up to "
                   "512 training texts, taken at the start and folded into the head's weights when saved (artifacts "
-                  "stay a plain Linear); none: raw features. Default: features for suffix and suffix-lora, where it "
-                  "was measured (docs/results.md), none for the others. The verbalizer head reads raw features.",
+                  "stay a plain Linear); none: raw features. Default: features for suffix, suffix-lora and deep-prefix, "
+                  "where it was measured (docs/results.md), none for the others. The verbalizer head reads raw features.",
                   "choices": ["features", "none"]},
     )
     pooling: str = field(
