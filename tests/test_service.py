@@ -2,7 +2,10 @@
 
 import asyncio
 import json
+import re
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -215,3 +218,18 @@ def test_predict_cli_runs_several_artifacts(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["serve", str(tmp_path / "sentiment"), "--long-texts", "drop"])
     assert "invalid choice: 'drop' (choose from 'truncate', 'reject')" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_api_docs_render_with_the_network_blocked(server):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("Chromium not found; `apt-get install chromium` runs the browser check of /docs")
+    with httpx.Client(base_url=server, timeout=60) as client:
+        page = client.get("/docs").text
+        assert "cdn" not in page.lower()  # FastAPI's default page loads Swagger UI from a CDN: blank offline
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=15000",
+                          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"{server}/docs"],  # no other host
+                         capture_output=True, text=True, timeout=120).stdout
+    rendered = set(re.findall(r'data-path="([^"]+)"', dom))  # one per operation Swagger UI lists
+    assert {"/v1/classify", "/v1/tasks", "/v1/stats", "/healthz"} <= rendered, dom[-2000:]

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,8 +51,10 @@ def create_app(classifier: MultiTaskClassifier, settings: ServiceSettings | None
         yield
         await batcher.stop()
 
-    app = FastAPI(title="suffixtune", version=__version__, lifespan=lifespan,
-                  description="Many text-classification tasks on one frozen causal LM, answered from one pass per text.")
+    app = FastAPIOffline(  # /docs and /redoc from assets in the installed package: they work without a network
+        title="suffixtune", version=__version__, lifespan=lifespan,
+        description="Many text-classification tasks on one frozen causal LM, answered from one pass per text.",
+    )
     app.state.batcher = batcher
 
     @app.exception_handler(RequestValidationError)
