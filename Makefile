@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 RUNS ?= runs/demo
 DEMO_TRAIN_ROWS ?= 1600
 
-.PHONY: demo test bench-cpu mutation clean
+.PHONY: demo test test-deps bench-cpu mutation clean
 
 $(BIN)/suffixtune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ demo: $(BIN)/suffixtune
 	  --output $(RUNS)/suffix --disable_tqdm true
 	$(BIN)/python examples/compare_runs.py $(RUNS)/zero-shot-verbalizer $(RUNS)/suffix
 
+# A few tests need PostgreSQL and Chromium: the line printed first names what is missing and will be skipped.
 test: $(BIN)/suffixtune
+	@bash .ci/system-deps check
 	$(BIN)/pytest -q
+
+test-deps:
+	bash .ci/system-deps install
 
 bench-cpu: $(BIN)/suffixtune
 	$(BIN)/python bench/train_throughput.py --model smollm2-135m --device cpu --batch-size 8 --steps 4

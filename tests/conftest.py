@@ -16,6 +16,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaCo
 from suffixtune.backbone import prepare_backbone
 from suffixtune.tasks import Task
 
+pytest_plugins = ["ci_skips"]
+
 SHARED = Path(os.environ.get("SUFFIXTUNE_SHARED", Path(__file__).resolve().parents[2] / "shared"))  # mutmut runs from a copy
 TOKENIZER_DIR = Path(os.environ.get("SUFFIXTUNE_TEST_TOKENIZER", SHARED / "models" / "gpt2-tokenizer"))
 DATA_DIR = SHARED / "data"
