@@ -22,11 +22,13 @@ $(BIN)/suffixtune: pyproject.toml
 demo: $(BIN)/suffixtune
 	$(BIN)/suffixtune train --model smollm2-135m --task sst2 --data $(DATA)/sst2 \
 	  --method suffix --head verbalizer --prompt_length 8 --do_train false \
-	  --output $(RUNS)/zero-shot-verbalizer --disable_tqdm true
+	  --output $(RUNS)/zero-shot-verbalizer
 	$(BIN)/suffixtune train --model smollm2-135m --task sst2 --data $(DATA)/sst2 \
 	  --method suffix --head linear --prompt_length 10 --max_train_samples $(DEMO_TRAIN_ROWS) \
-	  --output $(RUNS)/suffix --disable_tqdm true
-	$(BIN)/python examples/compare_runs.py $(RUNS)/zero-shot-verbalizer $(RUNS)/suffix
+	  --output $(RUNS)/suffix
+	@$(BIN)/python examples/compare_runs.py $(RUNS)/zero-shot-verbalizer $(RUNS)/suffix
+	@echo "The trained suffix (10 vectors and a linear head on the frozen model) against the same model zero-shot;"
+	@echo "its artifact is in $(RUNS)/suffix. Next: $(BIN)/suffixtune predict $(RUNS)/suffix --text 'a gripping, funny film'"
 
 # A few tests need PostgreSQL and Chromium: the line printed first names what is missing and will be skipped.
 test: $(BIN)/suffixtune

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 from transformers import TrainerControl, TrainerState
@@ -25,6 +26,10 @@ def train_args(tiny_model_dir, tmp_path, *extra, method="suffix"):
 @pytest.mark.slow
 def test_train_eval_predict(tiny_model_dir, tmp_path, capsys):
     assert main(train_args(tiny_model_dir, tmp_path, "--num_train_epochs", "4", "--learning_rate", "3e-2")) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("{'") for line in printed)  # Trainer's raw log dicts
+    assert re.fullmatch(r"step 8/32, epoch 1\.00: eval loss [0-9.]+, eval accuracy [0-9.]+", printed[0])
+    assert re.fullmatch(r"step 10/32, epoch 1\.25: loss [0-9.]+, grad norm [0-9.]+, learning rate [0-9.e-]+", printed[1])
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir() if p.is_file()} == {
         "metrics.json", "suffixtune_config.json", "suffixtune_model.safetensors", "suffixtune_run_settings.json"}

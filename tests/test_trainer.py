@@ -113,3 +113,19 @@ def test_head_only_steps_hold_the_method_at_rate_zero_then_follow_the_schedule(t
         scheduler.step()
     assert head_rates == pytest.approx([1e-2 * r for r in linear])
     assert method_rates == pytest.approx([0, 0, 0] + [1e-2 * r for r in linear[3:]])
+
+
+def test_log_lines_read_as_text_or_as_json():
+    import json
+
+    from transformers import TrainerState
+
+    from suffixtune.training.trainer import log_line
+
+    state = TrainerState(global_step=20, max_steps=200, epoch=0.1)
+    train = {"loss": 0.55661, "grad_norm": 21.27, "learning_rate": 0.00294, "pooled_norm": 5.6, "epoch": 0.1, "total_flos": 3.0}
+    assert log_line(train, state, "text") == "step 20/200, epoch 0.10: loss 0.5566, grad norm 21.27, learning rate 0.00294"
+    evaluation = {"eval_loss": 0.39, "eval_accuracy": 0.8, "eval_runtime": 0.17, "eval_samples_per_second": 190.0, "epoch": 1.0}
+    assert log_line(evaluation, state, "text") == "step 20/200, epoch 1.00: eval loss 0.39, eval accuracy 0.8"
+    assert json.loads(log_line(train, state, "json")) == {"step": 20, "loss": 0.55661, "grad_norm": 21.27, "learning_rate": 0.00294,
+                                                         "pooled_norm": 5.6, "epoch": 0.1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from transformers import HfArgumentParser
 
@@ -106,6 +107,11 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "group_by_length (default) batches texts of similar length to waste little on padding.",
                   "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
     )
+    log_format: str = field(
+        default="text",
+        metadata={"help": "How training logs print: text (one line a person reads, under the progress bar) or json "
+                  "(one JSON object per log).", "choices": ["text", "json"]},
+    )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers: none, tensorboard, wandb, mlflow, all."})
     frozen_text: bool = field(
         default=True,
@@ -134,6 +140,8 @@ class TrainingArguments(transformers.TrainingArguments):
         for flag in ("learning_rate", "head_learning_rate"):
             if getattr(self, flag) is not None and not getattr(self, flag) > 0:
                 raise ValueError(f"--{flag} must be positive, got {getattr(self, flag):g}")
+        if self.dataloader_pin_memory and not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs a GPU; without one torch only warns that it is unused
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"--seed must be from 0 to 2**32 - 1 (numpy's range), got {self.seed}")
         if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:

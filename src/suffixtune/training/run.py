@@ -29,7 +29,7 @@ from ..tasks.data import Split, custom_task, load_split, tokenize
 from ..text_cache import open_text_cache
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
 from .resume import RunSettingsCallback, prepare_run_directory, run_directory_lock, run_settings
-from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback
+from .trainer import ClassifierTrainer, DivergenceCallback, TextCacheCallback, use_readable_logs
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def train(
             model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
         )
+        use_readable_logs(trainer, args.log_format)
         train_metrics: dict[str, float] = {}
         if train_dataset is not None:
             if resume:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from ..heads import Head
 from ..methods import Method
@@ -91,6 +92,51 @@ class ClassifierTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         self.accelerator.unwrap_model(self.model).load_trained_weights(self.state.best_model_checkpoint)
+
+
+SHOWN_IN_TEXT = ("loss", "grad_norm", "learning_rate", "train_runtime")  # and every eval_ metric but the timings
+
+
+def log_line(logs: dict, state, log_format: str) -> str:
+    """One log entry as JSON, or as a person reads it: `step 20/200, epoch 0.10: loss 0.557, grad norm 21.3, ...`."""
+    logs = {k: v for k, v in logs.items() if k != "total_flos"}
+    if log_format == "json":
+        return json.dumps({"step": state.global_step, **logs})
+    shown = {k: v for k, v in logs.items()
+             if k in SHOWN_IN_TEXT or (k.startswith("eval_") and not k.endswith(("_runtime", "_per_second")))}
+    values = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                       for k, v in shown.items())
+    return f"step {state.global_step}/{state.max_steps}, epoch {logs.get('epoch', state.epoch or 0):.2f}: {values}"
+
+
+class ProgressBarLog(ProgressCallback):
+    """Trainer's progress bars, with each log written under them by `log_line`."""
+
+    def __init__(self, log_format: str):
+        super().__init__()
+        self.log_format = log_format
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(log_line(logs, state, self.log_format))
+
+
+class PrintedLog(TrainerCallback):
+    """With --disable_tqdm: each log printed by `log_line`, as its own line."""
+
+    def __init__(self, log_format: str):
+        self.log_format = log_format
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            print(log_line(logs, state, self.log_format), flush=True)
+
+
+def use_readable_logs(trainer: Trainer, log_format: str) -> None:
+    """Swap Trainer's raw-dict log printing for `log_line`, keeping its progress bars unless tqdm is disabled."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(PrintedLog(log_format) if trainer.args.disable_tqdm else ProgressBarLog(log_format))
 
 
 class DivergenceCallback(TrainerCallback):
