@@ -1,0 +1,87 @@
+"""Every `suffixtune` command in the README parses with the real parser, so the README cannot drift from the code.
+
+Each command runs through `main` up to the point where it would start working (training, loading an
+artifact, reading a sweep file), which is replaced by a stop; a flag the parser does not know, or a value it
+refuses, fails the test. Lines with `...` for left-out flags are fragments, not commands, and are left out.
+"""
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from suffixtune.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_commands(text: str) -> list[str]:
+    """The `suffixtune` commands of the README's bash blocks: continuation lines joined, comments, pipes into
+    the command and environment assignments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).split("|")[-1].strip()
+            line = re.sub(r"^([A-Z_]+=\S+\s+)+", "", line)
+            if line.startswith("suffixtune ") and "..." not in shlex.split(line):
+                commands.append(line)
+    return commands
+
+
+class Parsed(BaseException):
+    """Raised where the command would start its work: its arguments were accepted."""
+
+
+def stop(*args, **kwargs):
+    raise Parsed
+
+
+def parse_then_stop(parser: argparse.ArgumentParser, args=None, namespace=None):
+    PARSE_ARGS(parser, args, namespace)  # exits 2 on a flag or value it refuses
+    raise Parsed
+
+
+PARSE_ARGS = argparse.ArgumentParser.parse_args
+
+
+COMMANDS = readme_commands(README.read_text())
+
+
+def test_the_readme_has_the_commands_a_newcomer_runs():
+    verbs = {shlex.split(command)[1] for command in COMMANDS}
+    assert verbs == {"train", "eval", "predict", "serve", "sweep", "results", "report", "inspect"}
+    assert len(COMMANDS) >= 15
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_readme_command_parses(command, monkeypatch, capsys):
+    import suffixtune.training
+
+    monkeypatch.setattr("transformers.training_args.is_torch_bf16_gpu_available", lambda: True)  # the GPU lines
+    monkeypatch.setattr(suffixtune.training, "train", stop)  # after train's own check of leftover flags
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)  # every other command
+    with pytest.raises(Parsed):
+        main(shlex.split(command)[1:])
+    assert "error" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_readme_python_runs_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    single, multitask = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    built, loaded = single.replace('"smollm2-135m"', repr(str(tiny_model_dir))).split("classifier = Classifier.from_pretrained")
+    namespace: dict = {}
+    exec(built, namespace)
+    namespace["classifier"].save_pretrained("runs/sst2-suffix")  # the README loads artifacts trained before
+    exec("classifier = Classifier.from_pretrained" + loaded, namespace)
+    (prediction,) = namespace["classifier"].predict(["A gripping film."])
+    assert prediction["label"] in ("negative", "positive") and set(prediction["probabilities"]) == {"negative", "positive"}
+
+    from suffixtune import Classifier, get_task
+
+    Classifier.build(namespace["backbone"], namespace["tokenizer"], get_task("sms_spam"), method="suffix").save_pretrained("runs/sms-suffix")
+    exec(multitask, namespace)
+    (answer,) = namespace["multitask"].classify(["WIN a FREE prize now"])
+    assert set(answer) == {"sms_spam", "sst2"} and answer["sms_spam"]["label"] in ("ham", "spam")
