@@ -133,10 +133,12 @@ class PrintedLog(TrainerCallback):
 
 
 def use_readable_logs(trainer: Trainer, log_format: str) -> None:
-    """Swap Trainer's raw-dict log printing for `log_line`, keeping its progress bars unless tqdm is disabled."""
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(PrintedLog(log_format) if trainer.args.disable_tqdm else ProgressBarLog(log_format))
+    """Swap Trainer's raw-dict log printing for `log_line`, keeping its progress bars unless tqdm is disabled
+    (a notebook's own progress widget is left as it is)."""
+    for raw, readable in ((ProgressCallback, ProgressBarLog), (PrinterCallback, PrintedLog)):
+        if any(type(callback) is raw for callback in trainer.callback_handler.callbacks):
+            trainer.remove_callback(raw)
+            trainer.add_callback(readable(log_format))
 
 
 class DivergenceCallback(TrainerCallback):
