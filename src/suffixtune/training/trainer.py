@@ -1,4 +1,4 @@
-"""Hugging Face Trainer that checkpoints only what trained, and a callback that stops a diverging run."""
+"""Hugging Face Trainer that checkpoints only what trained, callbacks that stop a diverging run and print readable logs."""
 
 from __future__ import annotations
 
