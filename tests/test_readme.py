@@ -3,9 +3,11 @@
 Each command runs through `main` up to the point where it would start working (training, loading an
 artifact, reading a sweep file), which is replaced by a stop; a flag the parser does not know, or a value it
 refuses, fails the test. Lines with `...` for left-out flags are fragments, not commands, and are left out.
+The quick ones (`eval`, `predict`) and the Python snippets also run end to end on the tiny model.
 """
 
 import argparse
+import json
 import re
 import shlex
 from pathlib import Path
@@ -17,16 +19,16 @@ from suffixtune.cli import main
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_commands(text: str) -> list[str]:
-    """The `suffixtune` commands of the README's bash blocks: continuation lines joined, comments, pipes into
-    the command and environment assignments dropped."""
+def readme_commands(text: str) -> list[tuple[str, str | None]]:
+    """(command, what `echo '...' |` pipes into it) for the `suffixtune` commands of the README's bash blocks:
+    continuation lines joined, comments and environment assignments dropped."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).split("|")[-1].strip()
-            line = re.sub(r"^([A-Z_]+=\S+\s+)+", "", line)
+            *piped, line = re.sub(r"\s+#.*$", "", line).split("|")
+            line = re.sub(r"^([A-Z_]+=\S+\s+)+", "", line.strip())
             if line.startswith("suffixtune ") and "..." not in shlex.split(line):
-                commands.append(line)
+                commands.append((line, shlex.split(piped[0])[1] if piped else None))
     return commands
 
 
@@ -46,7 +48,7 @@ def parse_then_stop(parser: argparse.ArgumentParser, args=None, namespace=None):
 PARSE_ARGS = argparse.ArgumentParser.parse_args
 
 
-COMMANDS = readme_commands(README.read_text())
+COMMANDS = [command for command, _ in readme_commands(README.read_text())]
 
 
 def test_the_readme_has_the_commands_a_newcomer_runs():
@@ -85,3 +87,29 @@ def test_the_readme_python_runs_on_the_tiny_model(tiny_model_dir, tmp_path, monk
     exec(multitask, namespace)
     (answer,) = namespace["multitask"].classify(["WIN a FREE prize now"])
     assert set(answer) == {"sms_spam", "sst2"} and answer["sms_spam"]["label"] in ("ham", "spam")
+
+
+@pytest.mark.slow
+def test_the_readme_eval_and_predict_commands_run_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import io
+
+    from conftest import DATA_DIR
+    from suffixtune import Classifier, get_task, load_backbone
+
+    backbone, tokenizer = load_backbone(str(tiny_model_dir))
+    monkeypatch.chdir(tmp_path)
+    artifacts = {"sst2-suffix": ("sst2", "suffix"), "rte-suffix": ("rte", "suffix"), "sms-suffix": ("sms_spam", "suffix"),
+                 "sms-head": ("sms_spam", "head"), "sms-lora": ("sms_spam", "lora")}  # the runs the README trained before
+    for name, (task, method) in artifacts.items():
+        Classifier.build(backbone, tokenizer, get_task(task), method=method).save_pretrained(f"runs/{name}")
+    quick = [(c, stdin) for c, stdin in readme_commands(README.read_text()) if shlex.split(c)[1] in ("eval", "predict")]
+    assert len(quick) == 6
+    for command, stdin in quick:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((stdin or "").encode())))
+        assert main(shlex.split(command.replace("../shared/data", str(DATA_DIR)))[1:]) == 0, command
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        if " eval " in f" {command} ":
+            assert len(answers) == 1 and 0 <= answers[0]["accuracy"] <= 1, command
+        else:
+            texts = re.findall(r'--text "([^"]+)"', command) or [stdin]
+            assert len(answers) == len(texts) and all("label" in a or "tasks" in a for a in answers), command
