@@ -161,11 +161,15 @@ def load_split(task: Task, split: str, *, data_dir: str | Path | None = None, fi
     return validate(frame.rename(columns=dict(task.rename)), task, source)
 
 
-def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
-    needed = [*task.text_columns, task.label_column]
+def require_columns(frame: pd.DataFrame, needed: Sequence[str], source: str) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; available columns are {list(map(str, frame.columns))}")
+
+
+def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
+    needed = [*task.text_columns, task.label_column]
+    require_columns(frame, needed, source)
     records = frame[needed].to_dict("records")
     check_header_not_repeated(records, source)
     for number, row in enumerate(records, start=1):

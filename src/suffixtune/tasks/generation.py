@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .data import read_table
+from .data import read_table, require_columns
 
 E2E_FIELD = r"\s*([^\[\],]+?)\s*\[([^\]]*)\]\s*"
 E2E_MEANING = re.compile(rf"{E2E_FIELD}(,{E2E_FIELD})*")
@@ -32,9 +32,7 @@ class Sources:
 def read_sources(path: str | Path, text_columns: Sequence[str], target_column: str) -> Sources:
     """A file of (source, reference) rows as sources with their references; a source on several rows has several."""
     frame = read_table(path)
-    missing = [c for c in [*text_columns, target_column] if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; available columns are {list(map(str, frame.columns))}")
+    require_columns(frame, [*text_columns, target_column], str(path))
     index: dict[tuple[str, ...], int] = {}
     rows: list[dict[str, str]] = []
     references: list[list[str]] = []
