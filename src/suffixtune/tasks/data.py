@@ -180,8 +180,6 @@ def validate(frame: pd.DataFrame, task: Task, source: str) -> Split:
                                 "the text columns must hold strings (quote them in JSON)")
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{source}: row {number}, column {column!r} is empty; every row needs text")
-            if problem := not_unicode(value):
-                raise DataError(f"{source}: row {number}, column {column!r}: {problem}")
     labels = [row[task.label_column] for row in records]
     rows = [{column: row[column] for column in task.text_columns} for row in records]
     return Split(rows, encode_labels(labels, task, source), source, task)
