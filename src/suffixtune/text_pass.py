@@ -113,15 +113,19 @@ def suffix_hidden(backbone: PreTrainedModel, state: TextState, prompts: list[tor
     positions len_b + j. Several suffixes are packed side by side, each seeing the text and its own earlier vectors
     only, so each gets exactly what it would get alone. `state` is not changed.
     """
-    lengths = state.lengths
     packed = torch.cat(prompts).to(backbone.get_input_embeddings().weight.dtype)  # [S, H], as the full pass feeds them
     block, steps = packing(prompts, packed.device)
-    inputs = packed.expand(len(lengths), -1, -1)
-    positions = lengths[:, None] + steps
-    mask = attention_mask_4d(backbone, suffix_block_mask(state.mask, block), packed.dtype)  # 4D: taken as is, no sync
-    cache = DynamicCache(list(zip(state.keys, state.values, strict=True)))  # a fresh cache: the update copies, `state` stays
-    hidden = backbone_call(backbone, cache, inputs_embeds=inputs, position_ids=positions, attention_mask=mask, use_cache=True).last_hidden_state
+    hidden = after_text(backbone, state, packed.expand(len(state.lengths), -1, -1), block, steps)
     return list(hidden.split([len(p) for p in prompts], dim=1))
+
+
+def after_text(backbone: PreTrainedModel, state: TextState, inputs: torch.Tensor, block: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Final hidden states [B, S, H] of positions `inputs` [B, S, H] run after each text, against its cached keys and
+    values: position i sits at len_b + steps[i] and sees the real text and the earlier positions of its `block`."""
+    positions = state.lengths[:, None] + steps
+    mask = attention_mask_4d(backbone, suffix_block_mask(state.mask, block), inputs.dtype)  # 4D: taken as is, no sync
+    cache = DynamicCache(list(zip(state.keys, state.values, strict=True)))  # a fresh cache: the update copies, `state` stays
+    return backbone_call(backbone, cache, inputs_embeds=inputs, position_ids=positions, attention_mask=mask, use_cache=True).last_hidden_state
 
 
 def prompt_states(backbone: PreTrainedModel, state: TextState, prompts: list[torch.Tensor | None]) -> list[torch.Tensor | None]:

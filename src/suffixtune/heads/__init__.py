@@ -150,6 +150,34 @@ class VerbalizerHead(Head):
         return logits if self.bias is None else logits + self.bias
 
 
+@register_head
+class LMHead(Head):
+    """The language model's own output layer over the vocabulary, for generation; it adds no parameters.
+
+    It reads the backbone's output embeddings when called, so methods that train them (full) are seen; it holds
+    them outside its own state, so artifacts store nothing for it.
+    """
+
+    name = "lm"
+
+    def __init__(self, backbone: PreTrainedModel):
+        super().__init__()
+        self.backbone = [backbone]  # a list: not a submodule, so not saved or counted twice
+
+    @classmethod
+    def check(cls, num_labels, label_words):
+        if num_labels:
+            raise ConfigError("--head lm writes text for generation tasks; a classification task takes --head linear or verbalizer")
+
+    @classmethod
+    def build(cls, backbone, tokenizer, num_labels, label_words):
+        return cls(backbone)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., vocabulary] fp32
+        output = self.backbone[0].get_output_embeddings()
+        return output(hidden.to(output.weight.dtype)).float()
+
+
 def first_token(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
     ids = tokenizer(word, add_special_tokens=False).input_ids
     if not ids:
@@ -157,4 +185,4 @@ def first_token(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
     return ids[0]
 
 
-__all__ = ["HEADS", "Head", "LinearHead", "VerbalizerHead", "build_head", "check_head", "register_head"]
+__all__ = ["HEADS", "Head", "LMHead", "LinearHead", "VerbalizerHead", "build_head", "check_head", "register_head"]

@@ -62,6 +62,7 @@ class Method(nn.Module):
     adds_prompt_positions: ClassVar[bool] = False  # its `added_positions` are a prompt length
     report_order: ClassVar[int]  # its place in report tables and figures, lowest first
     adapts_suffix: ClassVar[bool] = False  # changes the backbone's weights at its suffix positions (`adapting`)
+    supports_generation: ClassVar[bool] = True  # can train a Generator (the LM head, a target after the source)
 
     def __init__(self, config: MethodConfig, backbone: PreTrainedModel):
         super().__init__()
@@ -114,14 +115,15 @@ class Method(nn.Module):
 
 
 def place_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, before_text: bool) -> BackboneInputs:
-    """Put `prompt` [P, H] right before or right after each row's real tokens, in one scatter for the whole batch.
+    """Put `prompt` [P, H] (or one per row, [B, P, H]) right before or right after each row's real tokens, in one
+    scatter for the whole batch.
 
     Works for left or right padding: the output is always right-padded, so every row's positions are
     0..len+P-1 and causal attention alone is exact (no mask, which keeps the fast attention kernels).
     With P = 0 it only moves left-padded rows to the right.
     """
     batch, length, hidden = embeds.shape
-    prompt_length = prompt.shape[0]
+    prompt_length = prompt.shape[-2]
     mask = mask.bool()
     lengths = mask.sum(1, keepdim=True)  # [B, 1]
     real_rank = mask.cumsum(1) - 1  # [B, L], order among real tokens

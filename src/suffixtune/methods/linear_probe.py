@@ -15,6 +15,7 @@ class LinearProbe(Method):
     default_learning_rate: ClassVar[float] = 3e-3
     shares_text_cache: ClassVar[bool] = True
     report_order: ClassVar[int] = 70
+    supports_generation: ClassVar[bool] = False  # trains only a classification head
 
     @classmethod
     def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:

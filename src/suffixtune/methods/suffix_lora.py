@@ -45,6 +45,7 @@ class SuffixLora(Suffix):
     config_class: ClassVar[type[MethodConfig]] = SuffixLoraConfig
     report_order = 15
     adapts_suffix = True
+    supports_generation = False  # its LoRA acts at the suffix positions; a target after them is not yet defined
 
     def __init__(self, config: SuffixLoraConfig, backbone: PreTrainedModel):
         super().__init__(config, backbone)

@@ -1,14 +1,16 @@
-"""Tasks are data: where the rows live, which columns hold text and label, the label names and metrics."""
+"""Tasks are data: where the rows live, which columns hold text and label (or target), the label names and metrics."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..errors import ConfigError
 
 TASKS: dict[str, Task] = {}
+RENDERERS: dict[str, Callable[[str], str]] = {}  # Task.render names one: how a source column is written as text
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,31 @@ class Task:
     rename: Mapping[str, str] = field(default_factory=dict)  # file column -> canonical column
     headerless_columns: tuple[str, ...] | None = None  # column names for delimited files without a header row
     hub: tuple[str, str] | None = None  # (dataset id, config) for datasets.load_dataset
+    kind: Literal["classification", "generation"] = "classification"
+    target_column: str | None = None  # generation: the column the model learns to write
+    render: str | None = None  # generation: how source text is written before the template (`RENDERERS`), None: as it stands
+    held_out: float | None = None  # generation without a validation file: this fraction of the train file's sources
 
     @property
     def num_labels(self) -> int:
+        """Outputs of a classification head: one per class, one for regression, none for generation."""
+        if self.is_generation:
+            return 0
         return 1 if self.label_names is None else len(self.label_names)
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        return self.label_names is None and not self.is_generation
+
+    @property
+    def is_generation(self) -> bool:
+        return self.kind == "generation"
+
+    def rendered(self, row: Mapping[str, str]) -> Mapping[str, str]:
+        """The row's text columns as the model reads them (E2E meaning representations as text), before `format`."""
+        if self.render is None:
+            return row
+        return {c: RENDERERS[self.render](row[c]) for c in self.text_columns}
 
     def format(self, row: Mapping[str, str]) -> str:
         if self.template is None:
@@ -54,6 +73,6 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-from . import glue  # noqa: E402,F401  registers the GLUE tasks and sms_spam
+from . import e2e, glue  # noqa: E402,F401  registers the GLUE tasks, sms_spam and e2e
 
 __all__ = ["TASKS", "Task", "get_task", "register_task"]

@@ -329,7 +329,7 @@ def encode_rows(
     a token at a time (transformers' longest-first rule for pairs, so neither sentence of a pair is lost), and
     the cut columns are formatted again.
     """
-    rows = [text_row(row, number, task) for number, row in enumerate(rows, start=1)]
+    rows = [task.rendered(text_row(row, number, task)) for number, row in enumerate(rows, start=1)]
     ids = tokenizer([task.format(row) for row in rows], add_special_tokens=True).input_ids
     counts = [len(row_ids) for row_ids in ids]
     for i, row in enumerate(rows):

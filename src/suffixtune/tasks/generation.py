@@ -1,20 +1,20 @@
 """Generation data: each source once with all of its references, splits that keep a source's references
-together, E2E meaning representations as text, and multi-reference BLEU and ROUGE-L."""
+together, training pairs as token ids, and multi-reference BLEU and ROUGE-L."""
 
 from __future__ import annotations
 
-import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
 
 from ..errors import DataError
-from .data import read_table, require_columns
-
-E2E_FIELD = r"\s*([^\[\],]+?)\s*\[([^\]]*)\]\s*"
-E2E_MEANING = re.compile(rf"{E2E_FIELD}(,{E2E_FIELD})*")
+from . import Task
+from .data import encode_rows, find_split_file, read_table, require_columns
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,10 @@ def split_by_source(sources: Sources, held_out: float, seed: int) -> tuple[Sourc
     return sources.select(sorted(order[cut:])), sources.select(sorted(order[:cut]))
 
 
-def render_e2e(meaning: str) -> str:
-    """An E2E meaning representation as text: `name[The Eagle], food[French]` -> `name : The Eagle | food : French`."""
-    if not E2E_MEANING.fullmatch(meaning):
-        raise DataError(f"not an E2E meaning representation (attribute[value], ...): {meaning!r}")
-    return " | ".join(f"{key} : {value}" for key, value in re.findall(E2E_FIELD, meaning))
-
-
-def generation_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+def generation_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]], official: bool = True) -> dict[str, float]:
     """Corpus BLEU (sacrebleu, all references of a source at once) and ROUGE-L (rouge-score: each hypothesis's
-    best F1 over its references, averaged), both on a 0-100 scale."""
+    best F1 over its references, averaged), both 0-100; with `official` (and `suffixtune[e2e]` installed), NIST,
+    CIDEr and METEOR as `official_e2e_metrics` computes them."""
     import sacrebleu
     from rouge_score import rouge_scorer
 
@@ -81,4 +75,71 @@ def generation_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[
     bleu = sacrebleu.corpus_bleu(list(hypotheses), streams).score
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge = np.mean([scorer.score_multi(list(refs), hyp)["rougeL"].fmeasure for hyp, refs in zip(hypotheses, references, strict=True)])
-    return {"bleu": float(bleu), "rouge_l": float(100 * rouge)}
+    extra = official_e2e_metrics(hypotheses, references) if official else {}
+    return {"bleu": float(bleu), "rouge_l": float(100 * rouge), **extra}
+
+
+def official_e2e_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """NIST (NLTK's mteval-v13a formula, n = 5), CIDEr and METEOR 1.5 (the MS-COCO caption code the official E2E
+    script calls; METEOR runs Java) on lowercased 13a-tokenized text; those whose library (or Java) is missing are
+    left out. The official script tokenizes with its own (PTB, mteval) tokenizers, so values can differ slightly."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    tokenize = Tokenizer13a()
+    hyps = [tokenize(" ".join(h.split())).lower() for h in hypotheses]
+    refs = [[tokenize(" ".join(r.split())).lower() for r in rs] for rs in references]
+    metrics = {}
+    try:
+        from nltk.translate.nist_score import corpus_nist
+    except ImportError:
+        pass
+    else:
+        longest = max(len(h.split()) for h in hyps)  # orders no hypothesis reaches add 0, as in mteval (NLTK divides by 0)
+        metrics["nist"] = float(corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest))) if longest else 0.0
+    try:
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError:
+        return metrics
+    truths, written = dict(enumerate(refs)), {i: [h] for i, h in enumerate(hyps)}
+    metrics["cider"] = float(Cider().compute_score(truths, written)[0])
+    if shutil.which("java"):
+        metrics["meteor"] = float(100 * Meteor().compute_score(truths, written)[0])
+    return metrics
+
+
+HELD_OUT_SEED = 0  # the validation slice of a task's train file is the same for every run
+
+
+def load_sources(task: Task, split: str, *, data_dir: str | Path | None = None, file: str | Path | None = None) -> Sources:
+    """One split of a generation task: from `file`, or the task's file in `data_dir`, where a task with `held_out`
+    and no validation file takes its validation sources from the train file (and trains on the rest)."""
+    carved = file is None and task.held_out is not None and split in ("train", "validation") and "validation" not in task.files
+    if file is None:
+        if data_dir is None:
+            raise DataError(f"task {task.name!r} reads local files: pass --data DIR, or --{split} FILE")
+        file = find_split_file(task, "train" if carved else split, data_dir)
+    sources = read_sources(file, task.text_columns, task.target_column)
+    if not carved:
+        return sources
+    kept, held = split_by_source(sources, task.held_out, HELD_OUT_SEED)
+    return kept if split == "train" else held
+
+
+def target_ids(tokenizer: PreTrainedTokenizerBase, target: str) -> list[int]:
+    """A target as the model learns to write it after its source: a space, the text, then the end-of-text token."""
+    return tokenizer(" " + target.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
+def tokenize_pairs(task: Task, sources: Sources, tokenizer: PreTrainedTokenizerBase, max_source_length: int,
+                   max_target_length: int) -> Dataset:
+    """One training example per (source, reference): source ids cut to `max_source_length` (in its text, never the
+    template), target ids cut to `max_target_length` (the end-of-text token stays last)."""
+    source_ids, _ = encode_rows(task, sources.rows, tokenizer, max_source_length)
+    inputs, labels = [], []
+    for ids, references in zip(source_ids, sources.references, strict=True):
+        for reference in references:
+            target = target_ids(tokenizer, reference)
+            inputs.append(ids)
+            labels.append(target[: max_target_length - 1] + target[-1:] if len(target) > max_target_length else target)
+    return Dataset.from_dict({"input_ids": inputs, "labels": labels, "length": [len(a) + len(b) for a, b in zip(inputs, labels, strict=True)]})
