@@ -1,4 +1,4 @@
-"""suffixtune: parameter-efficient text classification with frozen causal LMs and suffix prompts."""
+"""suffixtune: parameter-efficient text classification and generation with frozen causal LMs and suffix prompts."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-PUBLIC = {"Classifier": ".classifier", "Task": ".tasks", "get_task": ".tasks", "load_backbone": ".backbone"}
+PUBLIC = {"Classifier": ".classifier", "Decoding": ".decoding", "Generator": ".generator", "Task": ".tasks", "get_task": ".tasks", "load_backbone": ".backbone"}
 
 if TYPE_CHECKING:
     from .backbone import load_backbone
     from .classifier import Classifier
+    from .decoding import Decoding
+    from .generator import Generator
     from .tasks import Task, get_task
 
 
@@ -22,4 +24,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(PUBLIC[name], __name__), name)
 
 
-__all__ = ["Classifier", "Task", "__version__", "get_task", "load_backbone"]
+__all__ = ["Classifier", "Decoding", "Generator", "Task", "__version__", "get_task", "load_backbone"]

@@ -38,6 +38,10 @@ from .text_cache import TextCache, read_texts
 from .text_pass import backbone_call, check_nonempty, head_logits, method_states, pool, pool_positions
 
 POOLINGS = ("last", "mean")
+ARTIFACT_READERS = {
+    "classification": "`suffixtune predict` or `suffixtune eval` (Classifier.from_pretrained)",
+    "generation": "`suffixtune generate` or `suffixtune eval` (Generator.from_pretrained)",
+}
 
 
 def check_pooling(pooling: str) -> None:
@@ -89,6 +93,8 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 class Classifier(nn.Module):
+    task_kind = "classification"  # the artifacts it loads
+
     def __init__(
         self,
         backbone: PreTrainedModel,
@@ -144,6 +150,9 @@ class Classifier(nn.Module):
             template=task.template,
             max_length=max_length,
             suffixtune_version=__version__,
+            task_kind=task.kind,
+            target_column=task.target_column,
+            render=task.render,
         )
         classifier = cls._assemble(backbone, tokenizer, config)
         positions = backbone.config.max_position_embeddings
@@ -300,6 +309,9 @@ class Classifier(nn.Module):
         Whichever it is, its weights and tokenizer must be those the artifact was trained with.
         """
         config = read_config(directory)
+        if config.task_kind != cls.task_kind:
+            raise ArtifactError(f"{directory} is a {config.task_kind} artifact (task {config.task!r}), not a {cls.task_kind} "
+                                f"one; use {ARTIFACT_READERS.get(config.task_kind, 'a suffixtune that knows this kind')}")
         if backbone is None:
             backbone, tokenizer = load_backbone(model or config.base_model, dtype=dtype, device=device)
         elif tokenizer is None:
