@@ -53,7 +53,7 @@ COMMANDS = [command for command, _ in readme_commands(README.read_text())]
 
 def test_the_readme_has_the_commands_a_newcomer_runs():
     verbs = {shlex.split(command)[1] for command in COMMANDS}
-    assert verbs == {"train", "eval", "predict", "serve", "sweep", "results", "report", "inspect"}
+    assert verbs == {"train", "eval", "predict", "generate", "serve", "sweep", "results", "report", "inspect"}
     assert len(COMMANDS) >= 15
 
 
@@ -71,7 +71,7 @@ def test_a_readme_command_parses(command, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_the_readme_python_runs_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
-    single, multitask = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    single, generation, multitask = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     monkeypatch.chdir(tmp_path)
     built, loaded = single.replace('"smollm2-135m"', repr(str(tiny_model_dir))).split("classifier = Classifier.from_pretrained")
     namespace: dict = {}
@@ -88,28 +88,41 @@ def test_the_readme_python_runs_on_the_tiny_model(tiny_model_dir, tmp_path, monk
     (answer,) = namespace["multitask"].classify(["WIN a FREE prize now"])
     assert set(answer) == {"sms_spam", "sst2"} and answer["sms_spam"]["label"] in ("ham", "spam")
 
+    built, loaded = generation.replace('"smollm2-135m"', repr(str(tiny_model_dir))).split("generator = Generator.from_pretrained")
+    exec(built, namespace)
+    namespace["generator"].save_pretrained("runs/e2e-suffix")
+    exec("generator = Generator.from_pretrained" + loaded, namespace)
+    (written,) = namespace["generator"].generate([{"mr": "name[The Eagle], food[French]"}])
+    assert isinstance(written, str)
+
 
 @pytest.mark.slow
 def test_the_readme_eval_and_predict_commands_run_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import io
 
     from conftest import DATA_DIR
-    from suffixtune import Classifier, get_task, load_backbone
+    from suffixtune import Classifier, Generator, get_task, load_backbone
 
     backbone, tokenizer = load_backbone(str(tiny_model_dir))
     monkeypatch.chdir(tmp_path)
     artifacts = {"sst2-suffix": ("sst2", "suffix"), "rte-suffix": ("rte", "suffix"), "sms-suffix": ("sms_spam", "suffix"),
                  "sms-head": ("sms_spam", "head"), "sms-lora": ("sms_spam", "lora")}  # the runs the README trained before
-    for name, (task, method) in artifacts.items():
+    Generator.build(backbone, tokenizer, get_task("e2e"), method="deep-prefix").save_pretrained("runs/e2e-deep-prefix")
+    for name, (task, method) in artifacts.items():  # lora last: it changes the backbone in place
         Classifier.build(backbone, tokenizer, get_task(task), method=method).save_pretrained(f"runs/{name}")
-    quick = [(c, stdin) for c, stdin in readme_commands(README.read_text()) if shlex.split(c)[1] in ("eval", "predict")]
-    assert len(quick) == 6
+    quick = [(c, stdin) for c, stdin in readme_commands(README.read_text()) if shlex.split(c)[1] in ("eval", "predict", "generate")]
+    assert len(quick) == 9
     for command, stdin in quick:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((stdin or "").encode())))
-        assert main(shlex.split(command.replace("../shared/data", str(DATA_DIR)))[1:]) == 0, command
+        shortened = " --max_eval_samples 2" if " eval " in f" {command} " and "e2e" in command else ""  # not all 630 test MRs
+        assert main(shlex.split(command.replace("../shared/data", str(DATA_DIR)) + shortened)[1:]) == 0, command
         answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        if " eval " in f" {command} ":
+        if " eval " in f" {command} " and "e2e" in command:
+            assert len(answers) == 1 and 0 <= answers[0]["bleu"] <= 100, command
+        elif " eval " in f" {command} ":
             assert len(answers) == 1 and 0 <= answers[0]["accuracy"] <= 1, command
+        elif " generate " in f" {command} ":
+            assert len(answers) == 1 and isinstance(answers[0]["generated"], str), command
         else:
             texts = re.findall(r'--text "([^"]+)"', command) or [stdin]
             assert len(answers) == len(texts) and all("label" in a or "tasks" in a for a in answers), command

@@ -45,7 +45,7 @@ def test_grid_expands_applies_overrides_and_merges_runs_an_option_does_not_reach
     argv = runs[0].to_argv()
     assert argv == ["--model", "smollm2-135m", "--task", "sst2", "--max_train_samples", "400", "--method", "suffix",
                     "--prompt_length", "1", "--seed", "0"]
-    *_, method_config, training = train_parser("suffix").parse_args_into_dataclasses(argv)
+    *_, method_config, training, _decoding = train_parser("suffix").parse_args_into_dataclasses(argv)
     assert method_config.prompt_length == 1 and training.seed == 0
 
 

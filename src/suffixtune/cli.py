@@ -46,10 +46,10 @@ def run_train(argv: list[str]) -> int:
     except ValueError as error:  # a dataclass's own check, e.g. TrainingArguments' on --bf16 without a GPU
         raise SuffixTuneError(str(error)) from None
     refuse_unknown_flags([arg for arg in remaining if arg.startswith("-")] or remaining, known)
-    model_args, data_args, method_args, method_config, training_args = parsed
+    model_args, data_args, method_args, method_config, training_args, decoding = parsed
     from .training import train
 
-    record = train(model_args, data_args, method_args, method_config, training_args)
+    record = train(model_args, data_args, method_args, method_config, training_args, decoding)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, the main process prints
         print_line(json.dumps({"output": training_args.output_dir, "status": record["status"], **record["eval"]}))
     return 0
@@ -63,7 +63,7 @@ def train_flags_path(method: str | None) -> Path:
 
     package = Path(__file__).parent
     digest = hashlib.blake2b(f"{__version__} {importlib.metadata.version('transformers')} {method}".encode(), digest_size=8)
-    for source in sorted([package / "training" / "arguments.py", *(package / "methods").rglob("*.py")]):
+    for source in sorted([package / "training" / "arguments.py", package / "decoding.py", *(package / "methods").rglob("*.py")]):
         digest.update(source.read_bytes())
     return cache_dir() / "train-flags" / f"{digest.hexdigest()}.json"
 
@@ -147,11 +147,14 @@ def run_eval(argv: list[str]) -> int:
     parser.add_argument("--batch-size", "--batch_size", type=positive_int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--model", help=MODEL_HELP)
+    add_decoding_arguments(parser, "for generation artifacts. ")
     options = parser.parse_args(argv)
+    decoding = decoding_from(options)
     from .training import DataArguments, evaluate_artifact
 
     data = DataArguments(data=options.data, validation=options.validation, max_eval_samples=options.max_eval_samples)
-    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split, options.model)
+    metrics = evaluate_artifact(options.artifact, data, options.batch_size, default_device(options.device), options.split,
+                                options.model, decoding)
     print(json.dumps(metrics))
     return EXIT_RUN_FAILED if metrics["failure"] else 0
 
@@ -186,6 +189,58 @@ def run_predict(argv: list[str]) -> int:
     for row, result in zip(shown, classifier.classify(rows, batch_size=options.batch_size), strict=True):
         print(json.dumps({**row, **next(iter(result.values()))} if len(named) == 1 else {**row, "tasks": result}))
     return 0
+
+
+def run_generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="suffixtune generate",
+        description="Write text with a generation artifact: one JSON line per source, the source's fields and \"generated\".",
+    )
+    parser.add_argument("artifact", help="Directory written by `suffixtune train` on a generation task.")
+    parser.add_argument("--text", action="append", help="A source to write from (repeatable); without it, JSONL on stdin.")
+    parser.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--model", help=MODEL_HELP)
+    add_decoding_arguments(parser)
+    options = parser.parse_args(argv)
+    decoding = decoding_from(options)
+    import torch
+
+    from .artifacts import read_config
+    from .generator import Generator
+
+    task = read_config(options.artifact).as_task()
+    if options.text:
+        if len(task.text_columns) > 1:
+            raise SuffixTuneError(f"task {task.name!r} writes from several columns; pass JSONL lines like "
+                                  f"{json.dumps({c: '...' for c in task.text_columns})} on stdin")
+        rows = [{task.text_columns[0]: text} for text in options.text]
+    else:
+        rows = list(read_jsonl(getattr(sys.stdin, "buffer", sys.stdin), [task]))
+        if not rows:
+            raise SuffixTuneError(f"no sources: pass --text TEXT, or JSON lines on stdin such as {{\"{task.text_columns[0]}\": \"...\"}}")
+    generator = Generator.from_pretrained(options.artifact, device=default_device(options.device),
+                                          dtype=getattr(torch, options.dtype), model=options.model)
+    for row, text in zip(rows, generator.generate(rows, decoding, options.batch_size), strict=True):
+        print_line(json.dumps({**row, "generated": text}))
+    return 0
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, applies_to: str = "") -> None:
+    """The flags of `Decoding`, as `suffixtune train` takes them."""
+    from .decoding import Decoding
+
+    for setting in dataclasses.fields(Decoding):
+        parser.add_argument(f"--{setting.name.replace('_', '-')}", f"--{setting.name}", dest=setting.name, default=setting.default,
+                            type=float if setting.name == "length_penalty" else int,
+                            help=f"{applies_to}{setting.metadata['help']} (default {setting.default})")
+
+
+def decoding_from(options: argparse.Namespace):
+    from .decoding import Decoding
+
+    return Decoding(**{setting.name: getattr(options, setting.name) for setting in dataclasses.fields(Decoding)})
 
 
 def run_serve(argv: list[str]) -> int:
@@ -420,9 +475,10 @@ def default_device(device: str | None) -> str:
 
 
 USAGE = """Commands:
-  train    train a classifier (suffix prompts and the baselines) and write its artifact and metrics.json
+  train    train a classifier or generator (suffix prompts and the baselines); write its artifact and metrics.json
   eval     print an artifact's metrics on a split or file
   predict  classify texts with one or more artifacts
+  generate write text with a generation artifact (E2E table-to-text, or your own source/target data)
   serve    serve artifacts over HTTP
   sweep    plan or run a sweep of training runs from a YAML file
   results  export a sweep's run records as CSV or Parquet
@@ -430,7 +486,7 @@ USAGE = """Commands:
   inspect  nearest vocabulary tokens of a trained soft prompt"""
 
 COMMANDS = {
-    "train": run_train, "eval": run_eval, "predict": run_predict, "serve": run_serve, "sweep": run_sweep,
+    "train": run_train, "eval": run_eval, "predict": run_predict, "generate": run_generate, "serve": run_serve, "sweep": run_sweep,
     "results": run_results, "report": run_report, "inspect": run_inspect,
 }
 

@@ -70,9 +70,10 @@ def inspect_prompt(
 
     `soft_metrics`, when the soft prompt's metrics on the same data are known (a run's record), saves evaluating it.
     """
+    from .generator import load_artifact
     from .training.run import evaluate_classifier
 
-    classifier = Classifier.from_pretrained(directory, device=device, model=model)
+    classifier = load_artifact(directory, device=device, model=model)
     prompt = prompt_vectors(classifier, directory)
     nearest = nearest_tokens(classifier, prompt, top_k)
     top_ids = [position[0]["token_id"] for position in nearest]
@@ -90,8 +91,10 @@ def inspect_prompt(
 def compare_prompts(first: str | os.PathLike, second: str | os.PathLike) -> dict[str, Any]:
     """Cosine similarity between two runs' prompt vectors: position by position, and of the mean vectors."""
     prompts = []
+    from .generator import load_artifact
+
     for directory in (first, second):
-        classifier = Classifier.from_pretrained(directory, device="cpu")
+        classifier = load_artifact(directory, device="cpu")
         prompts.append(prompt_vectors(classifier, directory).float())
     a, b = prompts
     if a.shape[-1] != b.shape[-1]:

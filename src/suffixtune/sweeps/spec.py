@@ -37,6 +37,7 @@ from typing import Any
 import optuna
 import yaml
 
+from ..decoding import Decoding
 from ..errors import ConfigError
 from ..methods import METHODS
 from ..tasks import TASKS
@@ -49,7 +50,7 @@ SAMPLERS = {
     "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed, scramble=True),
 }
 SET_BY_SWEEP = {"output_dir": "each run's directory is set by the sweep"}
-RUN_SETTINGS = {f.name for cls in (ModelArguments, DataArguments, MethodArguments, TrainingArguments) for f in dataclasses.fields(cls)}
+RUN_SETTINGS = {f.name for cls in (ModelArguments, DataArguments, MethodArguments, TrainingArguments, Decoding) for f in dataclasses.fields(cls)}
 METHOD_OPTIONS = {name: {f.name for f in dataclasses.fields(cls.config_class)} for name, cls in METHODS.items()}
 KNOWN_SETTINGS = RUN_SETTINGS | set().union(*METHOD_OPTIONS.values())
 

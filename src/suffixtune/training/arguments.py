@@ -8,6 +8,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
+from ..decoding import Decoding
 from ..methods import get_method
 
 
@@ -41,9 +42,13 @@ class DataArguments:
     max_length: int = field(default=256, metadata={"help": "Longest text in tokens; longer texts are cut (the prompt never is)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this many rows."})
     subset_seed: int | None = field(default=None, metadata={"help": "Seed of the --max_train_samples subset (default: --seed); fix it to train every seed on the same rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this many validation rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this many validation rows (generation: sources)."})
+    target_column: str | None = field(default=None, metadata={"help": "Custom generation data: the column the model learns to write (rows with one source are its references)."})
+    max_target_length: int = field(default=96, metadata={"help": "Generation: longest target in tokens, kept free of the source (which is cut first)."})
 
     def __post_init__(self):
+        if self.max_target_length < 2:
+            raise ValueError(f"--max_target_length must be at least 2 (a token and the end of text), got {self.max_target_length}")
         for flag in ("max_train_samples", "max_eval_samples"):
             if getattr(self, flag) is not None and getattr(self, flag) < 1:
                 raise ValueError(f"--{flag} must be at least 1 (a row count), got {getattr(self, flag)}")
@@ -56,7 +61,11 @@ class MethodArguments:
         metadata={"help": "Training method: suffix (default), suffix-lora, prefix, deep-prefix, lora, full, last-blocks or head "
                   "(linear probe). `suffixtune train --method NAME --help` lists its options."},
     )
-    head: str = field(default="linear", metadata={"help": "linear: a new Linear on the pooled state; verbalizer: LM logits of the label words."})
+    head: str | None = field(
+        default=None,
+        metadata={"help": "linear (default for classification): a new Linear on the pooled state; verbalizer: LM logits "
+                  "of the label words; lm (generation, its only head): the LM's own output layer."},
+    )
     standardize: str | None = field(
         default=None,
         metadata={"help": "features: the linear head trains on features centred and scaled by statistics of up to "
@@ -153,9 +162,9 @@ class TrainingArguments(transformers.TrainingArguments):
 def train_parser(method: str = "suffix", **parser_options) -> HfArgumentParser:
     """Flags of the run plus those of `method`'s config (other methods' options are not accepted)."""
     return HfArgumentParser(
-        [ModelArguments, DataArguments, MethodArguments, get_method(method).config_class, TrainingArguments],
+        [ModelArguments, DataArguments, MethodArguments, get_method(method).config_class, TrainingArguments, Decoding],
         prog="suffixtune train",
-        description=f"Train a classifier on a frozen causal LM with --method {method} (options below; another "
+        description=f"Train a classifier or generator on a frozen causal LM with --method {method} (options below; another "
         "method's options show with --method NAME --help); every Hugging Face TrainingArguments field is a flag.",
         **parser_options,
     )

@@ -59,12 +59,15 @@ def run_directory_lock(args) -> Iterator[None]:
         os.close(handle)  # closing releases the lock; so does the process's end, however it ends
 
 
-def run_settings(model_args, data_args, method_args, method_config, args) -> dict[str, dict[str, Any]]:
-    """The resolved settings that decide what a run trains, per group, as JSON would store them."""
+def run_settings(model_args, data_args, method_args, method_config, args, decoding=None) -> dict[str, dict[str, Any]]:
+    """The resolved settings that decide what a run trains (and, for generation, how it decodes to choose the best
+    checkpoint), per group, as JSON would store them."""
     groups = {
         "model": asdict(model_args), "data": asdict(data_args), "method": asdict(method_args),
         "method_config": method_config.to_dict(), "training": args.to_dict(),
     }
+    if decoding is not None:
+        groups["decoding"] = asdict(decoding)
     kept = {group: {k: v for k, v in values.items() if k not in FREE_TO_CHANGE and not k.startswith("hub_")}
             for group, values in groups.items()}
     return json.loads(json.dumps(kept, default=str))

@@ -6,6 +6,7 @@ import logging
 import resource
 import subprocess
 import time
+from collections.abc import Callable, Container
 from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -19,6 +20,7 @@ from .. import __version__
 from ..artifacts import write_json
 from ..backbone import load_backbone
 from ..classifier import Classifier, check_pooling
+from ..decoding import Decoding
 from ..errors import ConfigError, DataError, RunFailed
 from ..heads import check_head
 from ..methods import MethodConfig, get_method
@@ -43,6 +45,14 @@ def resolve_tasks(data: DataArguments) -> list[Task]:
         if len(data.label_column) > 1:
             raise ConfigError(f"several --label_column ({data.label_column}) need custom data (--train/--validation), not --task")
         tasks = [get_task(data.task)]
+    elif data.train is not None and data.target_column is not None:
+        if data.text_column is None:
+            raise DataError("custom generation data needs --text_column (the source) beside --target_column")
+        if data.validation is None:
+            raise DataError("custom data needs --validation FILE to evaluate on")
+        columns = (data.text_column,) if data.text_pair_column is None else (data.text_column, data.text_pair_column)
+        tasks = [Task(name=Path(data.train).stem, kind="generation", text_columns=columns, target_column=data.target_column,
+                      label_names=None, metrics=("bleu", "rouge_l"))]
     elif data.train is not None:
         if data.text_column is None:
             raise DataError("custom data needs --text_column (and --text_pair_column for sentence pairs)")
@@ -58,6 +68,9 @@ def resolve_tasks(data: DataArguments) -> list[Task]:
             tasks = [replace(task, name=column) for task, column in zip(tasks, data.label_column, strict=True)]
     else:
         raise DataError("pass --task NAME (with --data DIR, or from the hub) or custom files with --train/--validation")
+    if tasks[0].is_generation and (data.label_words is not None or data.label_column != ["label"] or data.regression):
+        given = "--label_words" if data.label_words is not None else "--regression" if data.regression else "--label_column"
+        raise ConfigError(f"task {tasks[0].name!r} writes text (generation): {given} applies to classification only")
     if data.label_words is not None:
         if len(tasks) > 1:
             raise ConfigError("--label_words serves one label column; train columns with label words one per run")
@@ -136,6 +149,7 @@ def train(
     method_args: MethodArguments,
     method_config: MethodConfig,
     args: TrainingArguments,
+    decoding: Decoding | None = None,
 ) -> dict[str, Any]:
     """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir.
 
@@ -146,6 +160,14 @@ def train(
         started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
         reset_peak_memory()
         tasks = resolve_tasks(data_args)
+        if tasks[0].is_generation:
+            if args.output_dir is None:
+                raise ConfigError("pass --output DIR for the artifact and metrics.json")
+            from .generation import train_generator
+
+            return train_generator(tasks[0], model_args, data_args, method_args, method_config, args, decoding or Decoding())
+        if method_args.head is None:
+            method_args.head = "linear"
         for task in tasks:
             check_options(task, method_args, method_config, model_args, args)
         if len(tasks) > 1:
@@ -212,15 +234,8 @@ def train(
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=recorder, callbacks=callbacks,
         )
         use_readable_logs(trainer, args.log_format)
-        train_metrics: dict[str, float] = {}
-        if train_dataset is not None:
-            if resume:
-                logger.warning("resuming from checkpoint %s", resume)
-            train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
-        final_step = (trainer.state.best_global_step if args.load_best_model_at_end else None) or trainer.state.global_step
-        if final_step not in recorder.results:  # the final weights were not evaluated in this process
-            trainer.predict(eval_dataset, metric_key_prefix="eval")
-            final_step = trainer.state.global_step
+        train_metrics, final_step = train_then_choose(
+            trainer, resume, recorder.results, lambda: trainer.predict(eval_dataset, metric_key_prefix="eval"))
         per_task, predictions, labels = recorder.results[final_step]
         if model.text_cache is not None:
             model.text_cache.flush()
@@ -290,6 +305,21 @@ def train(
         return record
 
 
+def train_then_choose(trainer, resume: str | None, evaluated: Container[int], evaluate: Callable[[], object]) -> tuple[dict[str, float], int]:
+    """Train (if there is training data), resuming from `resume`; then the step whose weights the run keeps (the best
+    checkpoint's, else the last), after `evaluate()` where those weights were not evaluated in this process."""
+    train_metrics: dict[str, float] = {}
+    if trainer.train_dataset is not None:
+        if resume:
+            logger.warning("resuming from checkpoint %s", resume)
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    final_step = (trainer.state.best_global_step if trainer.args.load_best_model_at_end else None) or trainer.state.global_step
+    if final_step not in evaluated:
+        evaluate()
+        final_step = trainer.state.global_step
+    return train_metrics, final_step
+
+
 def check_multitask(options: MethodArguments, args: TrainingArguments) -> None:
     why = no_frozen_text(options.method, args)
     if why:
@@ -306,16 +336,23 @@ def load_splits(tasks: list[Task], split: str, **where) -> Split:
 
 def evaluate_artifact(
     directory: str, data_args: DataArguments, batch_size: int = 64, device: str | None = None, split_name: str = "validation",
-    model: str | None = None,
+    model: str | None = None, decoding: Decoding | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a saved artifact on one split of its task (default validation), or on --validation FILE."""
-    classifier = Classifier.from_pretrained(directory, device=device, model=model)
-    return evaluate_classifier(classifier, data_args, batch_size, split_name)
+    """Metrics of a saved artifact on one split of its task (default validation), or on --validation FILE; a
+    generation artifact's by decoding each source with `decoding`."""
+    from ..generator import load_artifact
+
+    return evaluate_classifier(load_artifact(directory, device=device, model=model), data_args, batch_size, split_name, decoding)
 
 
 def evaluate_classifier(
-    classifier: Classifier, data_args: DataArguments, batch_size: int = 64, split_name: str = "validation"
+    classifier: Classifier, data_args: DataArguments, batch_size: int = 64, split_name: str = "validation",
+    decoding: Decoding | None = None,
 ) -> dict[str, Any]:
+    if classifier.classifier_config.task_kind == "generation":
+        from .generation import evaluate_generator
+
+        return evaluate_generator(classifier, data_args, decoding or Decoding(), batch_size, split_name)
     task = classifier.classifier_config.as_task()
     if task.name in TASKS and data_args.validation is None:
         task = replace(get_task(task.name), label_names=task.label_names)
