@@ -12,6 +12,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..backbone import kv_shape
 from ..errors import ConfigError
+from ..text_pass import output_cache
 from . import register_method
 from .base import BackboneInputs, Method, MethodConfig
 from .soft_prompt import prompt_token_ids
@@ -96,7 +97,7 @@ class DeepPrefix(Method):
             self.prefix.normal_()
             return
         ids = prompt_token_ids(tokenizer, text, config.prompt_length).to(backbone.device)
-        cache = backbone.base_model(input_ids=ids[None], use_cache=True).past_key_values
+        cache = output_cache(backbone.base_model(input_ids=ids[None], use_cache=True))
         for layer, entry in enumerate(cache.layers):
             self.prefix[layer, 0] = entry.keys[0].float()
             self.prefix[layer, 1] = entry.values[0].float()
