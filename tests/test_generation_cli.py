@@ -75,6 +75,7 @@ def test_e2e_trains_from_the_dev_set_and_scores_the_test_set(tiny_model_dir, tmp
     (["--method", "suffix-lora"], "--method suffix-lora trains for classification only"),
     (["--label_words", " no", " yes"], "--label_words applies to classification only"),
     (["--num_beams", "0"], "--num_beams must be at least 1"),
+    (["--standardize", "features"], "--standardize features applies to the linear head of a classifier"),
     (["--max_target_length", "1"], "--max_target_length must be at least 2"),
 ])
 def test_generation_mistakes_are_one_line_errors(tiny_model_dir, tmp_path, capsys, extra, message):

@@ -34,6 +34,9 @@ def check_generation_options(task: Task, options: MethodArguments, method_config
     if options.head not in (None, "lm"):
         raise ConfigError(f"task {task.name!r} is a generation task: it writes with the LM's own head (--head lm), "
                           f"not --head {options.head}")
+    if options.standardize == "features":
+        raise ConfigError("--standardize features applies to the linear head of a classifier; a generation task writes "
+                          "with the LM's own head: leave --standardize out")
     check_generation_method(options.method)
     get_method(options.method).check(method_config, "lm", model.dtype, checkpointing_asked(args), args.do_train)
 

@@ -151,7 +151,8 @@ def train(
     args: TrainingArguments,
     decoding: Decoding | None = None,
 ) -> dict[str, Any]:
-    """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir.
+    """Train (or with --do_train False, only evaluate) and write the artifact and metrics.json to args.output_dir;
+    a generation task trains a `Generator` (`training.generation`), evaluated by decoding with `decoding`.
 
     With several --label_column, one suffix and head per column train together from one text pass, and each
     column's artifact (with its own metrics.json) goes to output_dir/<column>. The run directory is locked meanwhile.
