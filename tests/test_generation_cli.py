@@ -57,7 +57,7 @@ def test_e2e_trains_from_the_dev_set_and_scores_the_test_set(tiny_model_dir, tmp
             "--max_target_length", "8", "--num_beams", "2", "--per_device_train_batch_size", "8", "--disable_tqdm", "true"]
     assert main(args) == 0
     record = json.loads((run / "metrics.json").read_text())
-    assert record["train_rows"] == 16 and record["eval_rows"] == 3 and set(record["eval"]) == {"bleu", "rouge_l", "nist", "cider", "meteor"}
+    assert record["train_rows"] == 16 and record["eval_rows"] == 3 and set(record["eval"]) == {"bleu", "rouge_l", "bleu_uncased", "nist_nltk", "rouge_l_coco", "cider", "meteor"}
     assert record["samples"][0]["source"]["mr"].startswith("name[")  # a held-out dev MR with all its references
     assert len(record["samples"][0]["references"]) > 1
     capsys.readouterr()

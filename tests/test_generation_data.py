@@ -70,7 +70,7 @@ def test_bleu_and_rouge_l_take_every_reference():
 
 
 @pytest.mark.slow  # METEOR starts Java for each call
-def test_nist_cider_and_meteor_as_the_official_e2e_script_computes_them():
+def test_the_official_e2e_metrics_as_near_as_libraries_compute_them():
     references = [["the cat is on the mat"], ["there was one dog in our garden"], ["it rains all day in london"]]
     perfect = generation_metrics([refs[0] for refs in references], references)
     # CIDEr is 10 x the mean over n = 1..4 of tf-idf cosines with the references: each hypothesis here is its only
@@ -78,7 +78,15 @@ def test_nist_cider_and_meteor_as_the_official_e2e_script_computes_them():
     assert perfect["cider"] == pytest.approx(10)
     assert perfect["meteor"] > 99  # 100 less METEOR's fragmentation penalty for one chunk
     unrelated = generation_metrics(["zebra quartz violin"] * 3, references)
-    assert unrelated["cider"] == 0 and unrelated["meteor"] == 0 and unrelated["nist"] == 0
+    assert unrelated["cider"] == 0 and unrelated["meteor"] == 0 and unrelated["nist_nltk"] == 0 and unrelated["rouge_l_coco"] == 0
     partial = generation_metrics(["the cat is on a rug", "there was a dog", "it rains in paris"], references)
     assert 0 < partial["meteor"] < perfect["meteor"] and 0 < partial["cider"] < perfect["cider"]
-    assert 0 < partial["nist"] < perfect["nist"]
+    assert 0 < partial["nist_nltk"] < perfect["nist_nltk"]
+    assert perfect["rouge_l_coco"] == pytest.approx(100) and perfect["bleu_uncased"] == pytest.approx(100)
+    # the official BLEU ignores case: "The Cat" is "the cat" there, not here
+    cased = generation_metrics(["THE CAT IS ON THE MAT"], [["the cat is on the mat"]])
+    assert cased["bleu"] == 0 and cased["bleu_uncased"] == pytest.approx(100)
+    # COCO's ROUGE-L (beta 1.2, as the official script): hypothesis "the cat sat" against "the cat sat on the mat"
+    # has LCS 3, precision 3/3, recall 3/6: F = (1 + 1.2^2) P R / (R + 1.2^2 P)
+    coco = generation_metrics(["the cat sat"], [["the cat sat on the mat"]])["rouge_l_coco"]
+    assert coco == pytest.approx(100 * (1 + 1.44) * 1 * 0.5 / (0.5 + 1.44 * 1))

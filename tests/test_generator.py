@@ -77,6 +77,26 @@ def test_loss_is_the_lm_loss_on_target_tokens_only(tokenizer_dir, kind, method):
     torch.testing.assert_close(generator(ids, mask, labels).loss, reference_loss(generator, ids, mask, labels), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["suffix", "deep-prefix", "lora"])
+def test_left_padded_sources_and_targets_give_the_same_loss(tokenizer_dir, method):
+    # DataCollatorForSeq2Seq pads targets on the tokenizer's side: a left-padded target must still start right
+    # after its source (and prompt), and the loss must stay the reference's
+    generator = build("llama", tokenizer_dir, method)
+    generator.frozen_text = False
+    ids, mask, labels = batch(generator.tokenizer)
+    generator.tokenizer.padding_side = "left"
+    left_ids, left_mask, _ = batch(generator.tokenizer)
+    order = torch.argsort((labels != IGNORED).to(torch.int8), dim=1, stable=True)  # the -100s first
+    left_labels = labels.gather(1, order)
+    assert (left_labels[:, 0] == IGNORED).any() and not torch.equal(left_labels, labels)
+    expected = reference_loss(generator, ids, mask, labels)
+    torch.testing.assert_close(generator(left_ids, left_mask, left_labels).loss, expected, atol=1e-5, rtol=1e-5)
+    # Trainer's num_items_in_batch (targets of all accumulated steps): the sum over this batch's targets divided by it
+    written = int((labels != IGNORED).sum())
+    summed = generator(ids, mask, labels, num_items_in_batch=3 * written).loss
+    torch.testing.assert_close(summed, expected / 3, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_suffix_trains_on_the_frozen_source_as_on_the_full_pass(tokenizer_dir, kind):
     generator = build(kind, tokenizer_dir, "suffix")
@@ -185,3 +205,20 @@ def test_classification_only_methods_and_heads_are_refused_for_generation(tokeni
         Generator.build(backbone, tokenizer, toy_task(), "suffix")
     with pytest.raises(ConfigError, match="--num_beams must be at least 1"):
         Decoding(num_beams=0)
+    generator = Generator.build(backbone, tokenizer, TASK, "suffix", None, max_length=40, max_target_length=16)
+    # 128 positions, 20 prompt vectors and sources of up to 40 tokens leave 68 to write
+    with pytest.raises(ConfigError, match="--max_new_tokens 69 could run past the model's 128 positions .* at most 68"):
+        generator.generate(["a"], Decoding(max_new_tokens=69))
+    backbone.config.final_logit_softcapping = 30.0
+    with pytest.raises(ConfigError, match=r"changes its logits after the output layer \(final_logit_softcapping\)"):
+        Generator.build(backbone, tokenizer, TASK, "suffix")
+
+
+def test_decoding_ignores_the_checkpoints_own_generation_settings(tokenizer_dir):
+    generator = build("gpt2", tokenizer_dir, "deep-prefix")
+    rows = [{"text": s} for s in SOURCES]
+    beams = Decoding(num_beams=3, max_new_tokens=6)
+    written = generator.generate(rows, beams)
+    settings = generator.backbone.generation_config
+    settings.repetition_penalty, settings.num_return_sequences, settings.min_new_tokens = 5.0, 2, 6
+    assert generator.generate(rows, beams) == written

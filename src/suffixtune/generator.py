@@ -37,6 +37,7 @@ class Generator(Classifier):
     `[source | target]` through adapted weights for lora, last-blocks and full. The head is the LM's own (`lm`)."""
 
     task_kind = "generation"
+    accepts_loss_kwargs = True  # Trainer passes num_items_in_batch: accumulated steps weigh every target token alike
 
     @classmethod
     def build(
@@ -68,12 +69,19 @@ class Generator(Classifier):
         config.max_length, config.max_target_length = min(config.max_length, room), max_target_length
         return generator
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> CausalLMOutput:
-        """Mean cross-entropy of writing `labels` [B, T] (target ids, -100 after each target's end) after each source."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None
+    ) -> CausalLMOutput:
+        """Cross-entropy of writing `labels` [B, T] (target ids, -100 where padded, either side) after each source:
+        the mean over target tokens, or their sum over `num_items_in_batch` (target tokens of all accumulated steps)."""
+        order = torch.argsort((labels == IGNORED).to(torch.int8), dim=1, stable=True)
+        labels = labels.gather(1, order)  # each target right after its source, padding after it
         written = labels != IGNORED
         hidden = self.target_hidden(input_ids, attention_mask, labels.masked_fill(~written, self.tokenizer.pad_token_id))
         logits = self.head(hidden[written])  # [N, vocabulary] fp32, only where a target token is predicted
-        return CausalLMOutput(loss=F.cross_entropy(logits, labels[written]))
+        if num_items_in_batch is None:
+            return CausalLMOutput(loss=F.cross_entropy(logits, labels[written]))
+        return CausalLMOutput(loss=F.cross_entropy(logits, labels[written], reduction="sum") / num_items_in_batch)
 
     def target_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         """[B, T, H]: the final hidden state that predicts each target token (the last source or prompt position's,
@@ -100,15 +108,21 @@ class Generator(Classifier):
     @torch.no_grad()
     def generate(self, rows: Sequence[Row], decoding: Decoding | None = None, batch_size: int = 16) -> list[str]:
         """The text written after each source (a string, or a mapping of the task's source columns)."""
+        config = self.classifier_config
+        decoding = decoding or Decoding()
+        room = self.backbone.config.max_position_embeddings - self.method.added_positions - config.max_length
+        if decoding.max_new_tokens is not None and decoding.max_new_tokens > room:
+            raise ConfigError(f"--max_new_tokens {decoding.max_new_tokens} could run past the model's "
+                              f"{self.backbone.config.max_position_embeddings} positions after a source of up to "
+                              f"{config.max_length} tokens; at most {room} (train with a larger --max_target_length for more)")
         was_training = self.training
         self.eval()
-        config = self.classifier_config
         encoded, _ = encode_rows(config.as_task(), rows, self.tokenizer, config.max_length)
         check_nonempty(encoded)
         device = self.backbone.get_input_embeddings().weight.device
         texts: list[str] = [""] * len(rows)
         for chunk, batch in length_sorted_batches(self.tokenizer, encoded, batch_size, device):
-            written = self.generate_ids(batch["input_ids"], batch["attention_mask"], decoding or Decoding())
+            written = self.generate_ids(batch["input_ids"], batch["attention_mask"], decoding)
             for i, text in zip(chunk, self.tokenizer.batch_decode(written, skip_special_tokens=True), strict=True):
                 texts[i] = text.strip()
         self.train(was_training)
@@ -128,10 +142,10 @@ class Generator(Classifier):
             extra[cache_argument(self.backbone)] = DynamicCache(
                 [(layer.keys[:1].expand(rows, -1, -1, -1), layer.values[:1].expand(rows, -1, -1, -1)) for layer in inputs.past_key_values.layers]
             )
-        settings = GenerationConfig(
+        settings = GenerationConfig(  # every setting given: fields left None would come from the checkpoint's own
             num_beams=decoding.num_beams, do_sample=False, length_penalty=decoding.length_penalty,
-            no_repeat_ngram_size=decoding.no_repeat_ngram_size,
-            max_new_tokens=decoding.max_new_tokens or self.classifier_config.max_target_length,
+            no_repeat_ngram_size=decoding.no_repeat_ngram_size, repetition_penalty=1.0, num_return_sequences=1,
+            early_stopping=False, min_new_tokens=0, max_new_tokens=decoding.max_new_tokens or self.classifier_config.max_target_length,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
         return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=settings, **extra)

@@ -171,6 +171,10 @@ class LMHead(Head):
 
     @classmethod
     def build(cls, backbone, tokenizer, num_labels, label_words):
+        changed = [k for k in ("final_logit_softcapping", "logit_scale") if getattr(backbone.config, k, None) not in (None, 1, 1.0)]
+        if changed:
+            raise ConfigError(f"{backbone.name_or_path} changes its logits after the output layer ({', '.join(changed)}), "
+                              "which training through --head lm would not match; generation supports models without it")
         return cls(backbone)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., vocabulary] fp32

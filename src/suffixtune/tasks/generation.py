@@ -70,38 +70,51 @@ def generation_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[
 
     if len(hypotheses) != len(references) or any(not refs for refs in references):
         raise DataError(f"{len(hypotheses)} hypotheses need as many non-empty reference lists, got {len(references)}")
-    most = max(len(refs) for refs in references)
-    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]  # None: no i-th reference
-    bleu = sacrebleu.corpus_bleu(list(hypotheses), streams).score
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), reference_streams(references)).score
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge = np.mean([scorer.score_multi(list(refs), hyp)["rougeL"].fmeasure for hyp, refs in zip(hypotheses, references, strict=True)])
     extra = official_e2e_metrics(hypotheses, references) if official else {}
     return {"bleu": float(bleu), "rouge_l": float(100 * rouge), **extra}
 
 
+def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """sacrebleu's layout: the i-th reference of every source, None where a source has fewer."""
+    most = max(len(refs) for refs in references)
+    return [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+
+
 def official_e2e_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """NIST (NLTK's mteval-v13a formula, n = 5), CIDEr and METEOR 1.5 (the MS-COCO caption code the official E2E
-    script calls; METEOR runs Java) on lowercased 13a-tokenized text; those whose library (or Java) is missing are
-    left out. The official script tokenizes with its own (PTB, mteval) tokenizers, so values can differ slightly."""
+    """What the official E2E script reports, as near as libraries here compute it, on lowercased 13a-tokenized text
+    (the script tokenizes with its own PTB and mteval tokenizers, so values can differ slightly):
+
+    `bleu_uncased` (sacrebleu; the script's BLEU is case-insensitive), and with `suffixtune[e2e]` installed the
+    MS-COCO caption code the script calls: `rouge_l_coco` (best precision and best recall over the references,
+    beta 1.2; `rouge_l` is rouge-score's best-F1 reference), `cider` and `meteor` (METEOR 1.5, when Java is here);
+    and `nist_nltk`, NLTK's NIST (n = 5), which scores each n-gram order against its best single reference, not
+    against all of them as the script's mteval does: a different number once an MR has several references.
+    """
+    import sacrebleu
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+    metrics = {"bleu_uncased": float(sacrebleu.corpus_bleu(list(hypotheses), reference_streams(references), lowercase=True).score)}
     tokenize = Tokenizer13a()
     hyps = [tokenize(" ".join(h.split())).lower() for h in hypotheses]
     refs = [[tokenize(" ".join(r.split())).lower() for r in rs] for rs in references]
-    metrics = {}
     try:
         from nltk.translate.nist_score import corpus_nist
     except ImportError:
         pass
     else:
         longest = max(len(h.split()) for h in hyps)  # orders no hypothesis reaches add 0, as in mteval (NLTK divides by 0)
-        metrics["nist"] = float(corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest))) if longest else 0.0
+        metrics["nist_nltk"] = float(corpus_nist([[r.split() for r in rs] for rs in refs], [h.split() for h in hyps], n=min(5, longest))) if longest else 0.0
     try:
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.meteor.meteor import Meteor
+        from pycocoevalcap.rouge.rouge import Rouge
     except ImportError:
         return metrics
     truths, written = dict(enumerate(refs)), {i: [h] for i, h in enumerate(hyps)}
+    metrics["rouge_l_coco"] = float(100 * Rouge().compute_score(truths, written)[0])
     metrics["cider"] = float(Cider().compute_score(truths, written)[0])
     if shutil.which("java"):
         metrics["meteor"] = float(100 * Meteor().compute_score(truths, written)[0])
