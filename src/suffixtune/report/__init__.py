@@ -20,9 +20,9 @@ from .tables import SummaryTable, summary_table
 logger = logging.getLogger(__name__)
 
 FIGURES = {
-    "accuracy_per_epoch": "Accuracy after each epoch (mean over seeds): prompt methods, one panel per model",
-    "best_vs_prompt_length": "Best accuracy against prompt length, per model and method (mean ± std over seeds)",
-    "metric_vs_parameters": "Accuracy against trainable parameters (log scale)",
+    "accuracy_per_epoch": "{metric} after each epoch (mean over seeds): prompt methods, one panel per model",
+    "best_vs_prompt_length": "Best {metric} against prompt length, per model and method (mean ± std over seeds)",
+    "metric_vs_parameters": "{metric} against trainable parameters (log scale)",
     "throughput_and_memory": "Training throughput and peak memory per method",
 }
 
@@ -70,7 +70,7 @@ def build_report(
         for suffix in ("png", "svg"):
             atomic_write(out / "figures" / f"{name}.{suffix}", lambda path, f=figure, s=suffix: f.savefig(path, format=s, dpi=150))
         plots.plt.close(figure)
-    report = Report(out, metric, frame, tables, {name: FIGURES[name] for name in figures}, searched_runs=searched)
+    report = Report(out, metric, frame, tables, {name: sentence(FIGURES[name].format(metric=metric)) for name in figures}, searched_runs=searched)
     if inspect:
         report.inspections, report.comparisons = inspect_best_prompts(frame, metric, evaluate_nearest_tokens)
     write_text(out / "tables.md", "\n".join(f"### {table.metric} by {table.column_key}\n\n{table.to_markdown()}" for table in tables))
@@ -83,6 +83,10 @@ def build_report(
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda staging: Path(staging).write_text(text))
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def metric_columns(frame: pd.DataFrame) -> set[str]:
