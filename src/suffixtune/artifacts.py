@@ -42,7 +42,7 @@ class ClassifierConfig:
     tokenizer_hash: str | None = None  # None: saved before tokenizers were checked
     task_kind: str = "classification"
     target_column: str | None = None  # generation: the column of references
-    render: str | None = None  # generation: how sources are written (`tasks.generation.RENDERERS`)
+    render: str | None = None  # generation: how sources are written (`tasks.RENDERERS`)
     max_target_length: int | None = None  # generation: the target's room, which a long source never takes
 
     def __post_init__(self):
