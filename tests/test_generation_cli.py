@@ -120,3 +120,43 @@ def test_a_generation_sweep_reports_bleu_by_method_and_prompt_length(tiny_model_
     assert tables.startswith("### bleu by ")
     assert (tmp_path / "report" / "figures" / "best_vs_prompt_length.png").is_file()
     assert "nearest tokens" in (tmp_path / "report" / "report.md").read_text().lower()
+
+
+def test_several_artifacts_write_one_line_per_source_with_one_text_per_task(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    from suffixtune import Decoding, Generator, load_backbone
+    from suffixtune.methods.soft_prompt import SoftPromptConfig
+    from suffixtune.tasks import Task
+
+    task = Task(name="describe", kind="generation", text_columns=("facts",), target_column="text", label_names=None)
+    backbone, tokenizer = load_backbone(str(tiny_model_dir))
+    for seed, name in enumerate(["short", "long"]):
+        torch.manual_seed(seed)
+        config = SoftPromptConfig(prompt_length=1 + 4 * seed, prompt_init="random")
+        Generator.build(backbone, tokenizer, task, "suffix", config, max_target_length=8).save_pretrained(tmp_path / name)
+    sources = ["name 1 area north", "name 22 area south"]
+    expected = {name: Generator.from_pretrained(tmp_path / name).generate([{"facts": s} for s in sources], Decoding(num_beams=2))
+                for name in ["short", "long"]}
+    capsys.readouterr()
+    assert main(["generate", f"short={tmp_path / 'short'}", f"long={tmp_path / 'long'}", "--num-beams", "2",
+                 "--text", sources[0], "--text", sources[1]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"facts": s, "generated": {"short": expected["short"][i], "long": expected["long"][i]}} for i, s in enumerate(sources)]
+    assert expected["short"] != expected["long"]
+
+
+def test_generate_and_predict_refuse_each_others_artifacts_before_loading_a_model(tokenizer_dir, tmp_path, capsys):
+    from conftest import make_backbone, toy_task
+    from suffixtune import Classifier, Generator
+    from suffixtune.tasks import Task
+
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)  # recorded as "tiny-gpt2-seed0": no such model to load
+    Classifier.build(backbone, tokenizer, toy_task(), "suffix").save_pretrained(tmp_path / "classifier")
+    task = Task(name="describe", kind="generation", text_columns=("text",), target_column="target", label_names=None)
+    Generator.build(backbone, tokenizer, task, "suffix").save_pretrained(tmp_path / "writer")
+    assert main(["generate", str(tmp_path / "classifier"), "--text", "a"]) == 2
+    error = capsys.readouterr().err
+    assert "classifier is a classification artifact (task 'toy2'), not a generation one; use `suffixtune predict`" in error
+    assert main(["predict", str(tmp_path / "writer"), "--text", "a"]) == 2
+    assert "writer is a generation artifact (task 'describe'), not a classification one; use `suffixtune generate`" in capsys.readouterr().err

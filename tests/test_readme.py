@@ -102,16 +102,20 @@ def test_the_readme_eval_and_predict_commands_run_on_the_tiny_model(tiny_model_d
 
     from conftest import DATA_DIR
     from suffixtune import Classifier, Generator, get_task, load_backbone
+    from suffixtune.methods.soft_prompt import SoftPromptConfig
 
     backbone, tokenizer = load_backbone(str(tiny_model_dir))
     monkeypatch.chdir(tmp_path)
     artifacts = {"sst2-suffix": ("sst2", "suffix"), "rte-suffix": ("rte", "suffix"), "sms-suffix": ("sms_spam", "suffix"),
                  "sms-head": ("sms_spam", "head"), "sms-lora": ("sms_spam", "lora")}  # the runs the README trained before
     Generator.build(backbone, tokenizer, get_task("e2e"), method="deep-prefix").save_pretrained("runs/e2e-deep-prefix")
+    for length in (5, 10):
+        config = SoftPromptConfig(prompt_length=length)
+        Generator.build(backbone, tokenizer, get_task("e2e"), "suffix", config).save_pretrained(f"runs/e2e-suffix-{length}")
     for name, (task, method) in artifacts.items():  # lora last: it changes the backbone in place
         Classifier.build(backbone, tokenizer, get_task(task), method=method).save_pretrained(f"runs/{name}")
     quick = [(c, stdin) for c, stdin in readme_commands(README.read_text()) if shlex.split(c)[1] in ("eval", "predict", "generate")]
-    assert len(quick) == 9
+    assert len(quick) == 10
     for command, stdin in quick:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((stdin or "").encode())))
         shortened = " --max_eval_samples 2" if " eval " in f" {command} " and "e2e" in command else ""  # not all 630 test MRs
@@ -121,6 +125,8 @@ def test_the_readme_eval_and_predict_commands_run_on_the_tiny_model(tiny_model_d
             assert len(answers) == 1 and 0 <= answers[0]["bleu"] <= 100, command
         elif " eval " in f" {command} ":
             assert len(answers) == 1 and 0 <= answers[0]["accuracy"] <= 1, command
+        elif " generate " in f" {command} " and "p5=" in command:
+            assert len(answers) == 1 and set(answers[0]["generated"]) == {"p5", "p10"}, command
         elif " generate " in f" {command} ":
             assert len(answers) == 1 and isinstance(answers[0]["generated"], str), command
         else:

@@ -309,9 +309,7 @@ class Classifier(nn.Module):
         Whichever it is, its weights and tokenizer must be those the artifact was trained with.
         """
         config = read_config(directory)
-        if config.task_kind != cls.task_kind:
-            raise ArtifactError(f"{directory} is a {config.task_kind} artifact (task {config.task!r}), not a {cls.task_kind} "
-                                f"one; use {ARTIFACT_READERS.get(config.task_kind, 'a suffixtune that knows this kind')}")
+        cls.check_kind(directory, config)
         if backbone is None:
             backbone, tokenizer = load_backbone(model or config.base_model, dtype=dtype, device=device)
         elif tokenizer is None:
@@ -320,6 +318,13 @@ class Classifier(nn.Module):
         classifier = cls._assemble(backbone, tokenizer, config)
         classifier.load_trained_weights(directory)
         return classifier
+
+    @classmethod
+    def check_kind(cls, directory: str | os.PathLike, config: ClassifierConfig) -> None:
+        """Refuse an artifact of the other kind (generation for a Classifier), naming what reads it."""
+        if config.task_kind != cls.task_kind:
+            raise ArtifactError(f"{directory} is a {config.task_kind} artifact (task {config.task!r}), not a {cls.task_kind} "
+                                f"one; use {ARTIFACT_READERS.get(config.task_kind, 'a suffixtune that knows this kind')}")
 
     @torch.no_grad()
     def predict_logits(self, rows: Sequence[Row], batch_size: int = 64) -> torch.Tensor:

@@ -194,36 +194,38 @@ def run_predict(argv: list[str]) -> int:
 def run_generate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="suffixtune generate",
-        description="Write text with a generation artifact: one JSON line per source, the source's fields and \"generated\".",
+        description="Write text with one or more generation artifacts of one base model: one JSON line per source, its "
+        "fields and \"generated\": the text, or with several artifacts one text per task. Suffix artifacts write from "
+        "one pass per source; others run a pass of their own.",
     )
-    parser.add_argument("artifact", help="Directory written by `suffixtune train` on a generation task.")
+    add_model_arguments(parser)
     parser.add_argument("--text", action="append", help="A source to write from (repeatable); without it, JSONL on stdin.")
     parser.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--model", help=MODEL_HELP)
     add_decoding_arguments(parser)
     options = parser.parse_args(argv)
     decoding = decoding_from(options)
     import torch
 
     from .artifacts import read_config
-    from .generator import Generator
+    from .multitask import MultiTaskGenerator
 
-    task = read_config(options.artifact).as_task()
+    named = named_artifacts(options.artifacts)
+    tasks = [read_config(directory).as_task() for directory in named.values()]
     if options.text:
-        if len(task.text_columns) > 1:
-            raise SuffixTuneError(f"task {task.name!r} writes from several columns; pass JSONL lines like "
-                                  f"{json.dumps({c: '...' for c in task.text_columns})} on stdin")
-        rows = [{task.text_columns[0]: text} for text in options.text]
+        for task in tasks:
+            if len(task.text_columns) > 1:
+                raise SuffixTuneError(f"task {task.name!r} writes from several columns; pass JSONL lines like "
+                                      f"{json.dumps({c: '...' for c in task.text_columns})} on stdin")
+        rows = [{task.text_columns[0]: text for task in tasks} for text in options.text]
     else:
-        rows = list(read_jsonl(getattr(sys.stdin, "buffer", sys.stdin), [task]))
+        rows = list(read_jsonl(getattr(sys.stdin, "buffer", sys.stdin), tasks))
         if not rows:
-            raise SuffixTuneError(f"no sources: pass --text TEXT, or JSON lines on stdin such as {{\"{task.text_columns[0]}\": \"...\"}}")
-    generator = Generator.from_pretrained(options.artifact, device=default_device(options.device),
-                                          dtype=getattr(torch, options.dtype), model=options.model)
-    for row, text in zip(rows, generator.generate(rows, decoding, options.batch_size), strict=True):
-        print_line(json.dumps({**row, "generated": text}))
+            raise SuffixTuneError(f"no sources: pass --text TEXT, or JSON lines on stdin such as {{\"{tasks[0].text_columns[0]}\": \"...\"}}")
+    generator = MultiTaskGenerator.from_pretrained(
+        named, device=default_device(options.device), dtype=getattr(torch, options.dtype), model=options.model
+    )
+    for row, written in zip(rows, generator.generate(rows, decoding=decoding, batch_size=options.batch_size), strict=True):
+        print_line(json.dumps({**row, "generated": next(iter(written.values())) if len(named) == 1 else written}))
     return 0
 
 

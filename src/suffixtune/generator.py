@@ -110,11 +110,7 @@ class Generator(Classifier):
         """The text written after each source (a string, or a mapping of the task's source columns)."""
         config = self.classifier_config
         decoding = decoding or Decoding()
-        room = self.backbone.config.max_position_embeddings - self.method.added_positions - config.max_length
-        if decoding.max_new_tokens is not None and decoding.max_new_tokens > room:
-            raise ConfigError(f"--max_new_tokens {decoding.max_new_tokens} could run past the model's "
-                              f"{self.backbone.config.max_position_embeddings} positions after a source of up to "
-                              f"{config.max_length} tokens; at most {room} (train with a larger --max_target_length for more)")
+        self.new_tokens(decoding)
         was_training = self.training
         self.eval()
         encoded, _ = encode_rows(config.as_task(), rows, self.tokenizer, config.max_length)
@@ -127,6 +123,26 @@ class Generator(Classifier):
                 texts[i] = text.strip()
         self.train(was_training)
         return texts
+
+    def new_tokens(self, decoding: Decoding) -> int:
+        """The most tokens `decoding` writes: its `max_new_tokens`, or the target length trained for; refused if
+        they could run past the model's positions after the longest source."""
+        config = self.classifier_config
+        room = self.backbone.config.max_position_embeddings - self.method.added_positions - config.max_length
+        if decoding.max_new_tokens is not None and decoding.max_new_tokens > room:
+            raise ConfigError(f"--max_new_tokens {decoding.max_new_tokens} could run past the model's "
+                              f"{self.backbone.config.max_position_embeddings} positions after a source of up to "
+                              f"{config.max_length} tokens; at most {room} (train with a larger --max_target_length for more)")
+        return decoding.max_new_tokens or config.max_target_length
+
+    def generation_config(self, decoding: Decoding) -> GenerationConfig:
+        """Every setting given: fields left None would come from the checkpoint's own generation config."""
+        return GenerationConfig(
+            num_beams=decoding.num_beams, do_sample=False, length_penalty=decoding.length_penalty,
+            no_repeat_ngram_size=decoding.no_repeat_ngram_size, repetition_penalty=1.0, num_return_sequences=1,
+            early_stopping=False, min_new_tokens=0, max_new_tokens=self.new_tokens(decoding),
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )
 
     @torch.no_grad()
     def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoding: Decoding) -> torch.Tensor:
@@ -142,13 +158,7 @@ class Generator(Classifier):
             extra[cache_argument(self.backbone)] = DynamicCache(
                 [(layer.keys[:1].expand(rows, -1, -1, -1), layer.values[:1].expand(rows, -1, -1, -1)) for layer in inputs.past_key_values.layers]
             )
-        settings = GenerationConfig(  # every setting given: fields left None would come from the checkpoint's own
-            num_beams=decoding.num_beams, do_sample=False, length_penalty=decoding.length_penalty,
-            no_repeat_ngram_size=decoding.no_repeat_ngram_size, repetition_penalty=1.0, num_return_sequences=1,
-            early_stopping=False, min_new_tokens=0, max_new_tokens=decoding.max_new_tokens or self.classifier_config.max_target_length,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-        )
-        return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=settings, **extra)
+        return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=self.generation_config(decoding), **extra)
 
     def predict(self, rows, batch_size: int = 64):
         raise ConfigError("a generation artifact writes text: use generate() (`suffixtune generate`), not predict()")

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -67,6 +67,8 @@ class MultiTaskClassifier:
     Other methods run their ordinary full pass; those that change the backbone (lora, full, last-blocks) on a copy.
     """
 
+    artifact_class = Classifier  # what each artifact loads as
+
     def __init__(
         self,
         backbone: PreTrainedModel,
@@ -101,7 +103,7 @@ class MultiTaskClassifier:
         dtype: torch.dtype | str = torch.float32,
         model: str | None = None,
         text_pass: str = "packed",
-    ) -> MultiTaskClassifier:
+    ) -> Self:
         """Load artifacts of one base model, named by their task or by the keys of a mapping.
 
         `text_pass` is how suffix tasks share each text: see `shared_pass_logits`.
@@ -110,6 +112,8 @@ class MultiTaskClassifier:
         if not named:
             raise ConfigError("give at least one artifact directory")
         configs = {name: read_config(directory) for name, directory in named.items()}
+        for name, config in configs.items():
+            cls.artifact_class.check_kind(named[name], config)
         if backbone is None:
             backbone, tokenizer = load_backbone(model or next(iter(configs.values())).base_model, dtype=dtype, device=device)
         elif tokenizer is None:
@@ -126,7 +130,7 @@ class MultiTaskClassifier:
                     ", on its own copy of the backbone" if method.modifies_backbone else "",
                 )
             own = copy.deepcopy(backbone) if method.modifies_backbone else backbone
-            classifiers[name] = Classifier.from_pretrained(named[name], backbone=own, tokenizer=tokenizer).eval()
+            classifiers[name] = cls.artifact_class.from_pretrained(named[name], backbone=own, tokenizer=tokenizer).eval()
         return cls(backbone, tokenizer, classifiers, named, text_pass)
 
     def check_tasks(self, tasks: Sequence[str] | None) -> list[str]:
