@@ -119,7 +119,9 @@ def test_a_generation_sweep_reports_bleu_by_method_and_prompt_length(tiny_model_
     tables = (tmp_path / "report" / "tables.md").read_text()
     assert tables.startswith("### bleu by ")
     assert (tmp_path / "report" / "figures" / "best_vs_prompt_length.png").is_file()
-    assert "nearest tokens" in (tmp_path / "report" / "report.md").read_text().lower()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "nearest tokens" in markdown.lower()
+    assert "![BLEU after each epoch (mean over seeds)" in markdown and "![Best BLEU against prompt length" in markdown
 
 
 def test_several_artifacts_write_one_line_per_source_with_one_text_per_task(tiny_model_dir, tmp_path, capsys):

@@ -119,7 +119,7 @@ def test_report_from_stored_runs(sweep_storage, tmp_path):
         assert f"**{means.max():.3f}" in line
     assert (out / "tables.tex").read_text().count("\\textbf") == len(best)
 
-    for name in ("accuracy_per_epoch", "best_vs_prompt_length", "metric_vs_parameters", "throughput_and_memory"):
+    for name in ("metric_per_epoch", "best_vs_prompt_length", "metric_vs_parameters", "throughput_and_memory"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (out / "figures" / f"{name}.svg").read_bytes()[:1000]
     report_md = (out / "report.md").read_text()

@@ -20,7 +20,7 @@ from .tables import SummaryTable, summary_table
 logger = logging.getLogger(__name__)
 
 FIGURES = {
-    "accuracy_per_epoch": "{metric} after each epoch (mean over seeds): prompt methods, one panel per model",
+    "metric_per_epoch": "{metric} after each epoch (mean over seeds): prompt methods, one panel per model",
     "best_vs_prompt_length": "Best {metric} against prompt length, per model and method (mean ± std over seeds)",
     "metric_vs_parameters": "{metric} against trainable parameters (log scale)",
     "throughput_and_memory": "Training throughput and peak memory per method",
@@ -61,7 +61,7 @@ def build_report(
     if "task" != tables[0].column_key and frame["task"].nunique() > 1:
         tables.append(summary_table(frame, metric, "task"))
     figures = {
-        "accuracy_per_epoch": plots.accuracy_per_epoch(epochs, metric),
+        "metric_per_epoch": plots.metric_per_epoch(epochs, metric),
         "best_vs_prompt_length": plots.best_vs_prompt_length(frame, metric),
         "metric_vs_parameters": plots.metric_vs_parameters(frame, metric),
         "throughput_and_memory": plots.throughput_and_memory(frame),
@@ -70,7 +70,7 @@ def build_report(
         for suffix in ("png", "svg"):
             atomic_write(out / "figures" / f"{name}.{suffix}", lambda path, f=figure, s=suffix: f.savefig(path, format=s, dpi=150))
         plots.plt.close(figure)
-    report = Report(out, metric, frame, tables, {name: sentence(FIGURES[name].format(metric=metric)) for name in figures}, searched_runs=searched)
+    report = Report(out, metric, frame, tables, {name: sentence(FIGURES[name].format(metric=plots.metric_name(metric))) for name in figures}, searched_runs=searched)
     if inspect:
         report.inspections, report.comparisons = inspect_best_prompts(frame, metric, evaluate_nearest_tokens)
     write_text(out / "tables.md", "\n".join(f"### {table.metric} by {table.column_key}\n\n{table.to_markdown()}" for table in tables))

@@ -28,7 +28,16 @@ def by_model(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(str(model), group) for model, group in frame.groupby("model", sort=True)]
 
 
-def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
+METRIC_NAMES = {"bleu": "BLEU", "bleu_uncased": "BLEU (uncased)", "rouge_l": "ROUGE-L", "mcc": "MCC", "f1": "F1",
+                "cider": "CIDEr", "meteor": "METEOR"}
+
+
+def metric_name(metric: str) -> str:
+    """How papers write a metric: BLEU, ROUGE-L, MCC; others as recorded."""
+    return METRIC_NAMES.get(metric, metric)
+
+
+def metric_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
     """Mean over seeds of the metric after each epoch, prompt methods only: one line per method and prompt length."""
     colors = method_colors(epochs)
     prompt_runs = epochs[epochs["prompt_length"].notna()]
@@ -45,7 +54,7 @@ def accuracy_per_epoch(epochs: pd.DataFrame, metric: str) -> Figure:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    axes[0].set_ylabel(metric)
+    axes[0].set_ylabel(metric_name(metric))
     return figure
 
 
@@ -68,7 +77,7 @@ def best_vs_prompt_length(frame: pd.DataFrame, metric: str) -> Figure:
         axis.set(title=model, xlabel="prompt length P")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    axes[0].set_ylabel(f"{metric} (mean ± std over seeds)")
+    axes[0].set_ylabel(f"{metric_name(metric)} (mean ± std over seeds)")
     return figure
 
 
@@ -85,7 +94,7 @@ def metric_vs_parameters(frame: pd.DataFrame, metric: str) -> Figure:
             axis.scatter(runs["parameters"], runs["value"], color=colors.get(method), marker=markers[str(model)],
                          label=f"{method}" + (f" · {model}" if len(markers) > 1 else ""))
     axis.set_xscale("log")
-    axis.set(xlabel="trainable parameters (log scale)", ylabel=metric)
+    axis.set(xlabel="trainable parameters (log scale)", ylabel=metric_name(metric))
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize="small")
     return figure
