@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -155,7 +156,7 @@ def test_a_failing_request_fails_alone():
         batcher = MicroBatcher(run, max_batch_texts=8, max_wait_ms=100)
         await batcher.start()
         answers = await asyncio.gather(
-            batcher.submit(["a", "b"], ["t"]), batcher.submit(["boom"], ["t"]), batcher.submit(["c"], ["t", "u"]),
+            batcher.submit(["a", "b"], ("t",)), batcher.submit(["boom"], ("t",)), batcher.submit(["c"], ("t", "u")),
             return_exceptions=True,
         )
         await batcher.stop()
@@ -178,7 +179,7 @@ def test_a_batch_never_holds_more_texts_than_its_limit():
     async def scenario():
         batcher = MicroBatcher(run, max_batch_texts=8, max_wait_ms=100)
         await batcher.start()
-        answers = await asyncio.gather(*(batcher.submit([letter] * size, ["t"]) for letter, size in (("a", 6), ("b", 3), ("c", 2))))
+        answers = await asyncio.gather(*(batcher.submit([letter] * size, ("t",)) for letter, size in (("a", 6), ("b", 3), ("c", 2))))
         await batcher.stop()
         return answers, batcher.stats
 
@@ -233,3 +234,77 @@ def test_the_api_docs_render_with_the_network_blocked(server):
                          capture_output=True, text=True, timeout=120).stdout
     rendered = set(re.findall(r'data-path="([^"]+)"', dom))  # one per operation Swagger UI lists
     assert {"/v1/classify", "/v1/tasks", "/v1/stats", "/healthz"} <= rendered, dom[-2000:]
+
+
+@pytest.fixture(scope="module")
+def writers(multitask, tmp_path_factory):
+    """Two suffix generation tasks on the classifiers' backbone (prompts moved from where they start)."""
+    from suffixtune.generator import Generator
+    from suffixtune.multitask import MultiTaskGenerator
+
+    task = Task(name="describe", kind="generation", text_columns=("text",), target_column="target", label_names=None)
+    paths = {}
+    for seed, name in enumerate(["caption", "summary"]):
+        torch.manual_seed(seed)
+        config = SoftPromptConfig(prompt_length=2 + seed, prompt_init="random")
+        generator = Generator.build(multitask.backbone, multitask.tokenizer, task, "suffix", config, max_length=40, max_target_length=12)
+        paths[name] = tmp_path_factory.mktemp(name)
+        generator.save_pretrained(paths[name])
+    return MultiTaskGenerator.from_pretrained(paths, backbone=multitask.backbone, tokenizer=multitask.tokenizer), paths
+
+
+def test_generation_tasks_are_served_beside_classification_tasks(multitask, writers):
+    from suffixtune.decoding import Decoding
+    from suffixtune.generator import Generator
+
+    generator, paths = writers
+    sources = ["the cat sat on the mat", "rain in the north"]
+    with TestClient(create_app(multitask, ServiceSettings(max_num_beams=4), generator)) as client:
+        listed = {t["name"]: t["kind"] for t in client.get("/v1/tasks").json()["tasks"]}
+        assert listed == {"sentiment": "classification", "topic": "classification", "pair": "classification",
+                          "caption": "generation", "summary": "generation"}
+        answer = client.post("/v1/generate", json={"texts": sources, "num_beams": 2, "max_new_tokens": 5})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        for name, path in paths.items():  # each task writes what its artifact alone writes
+            alone = Generator.from_pretrained(path, backbone=multitask.backbone, tokenizer=multitask.tokenizer)
+            assert [row[name] for row in body["results"]] == alone.generate([{"text": s} for s in sources], Decoding(2, 5))
+        assert body["truncated"] == [] and body["base_model"] == "tiny-gpt2-seed0"
+        assert client.post("/v1/classify", json={"texts": sources, "tasks": ["sentiment"]}).status_code == 200
+        stats = client.get("/v1/stats").json()
+        assert stats["batches"] == 1 and stats["generate"]["batches"] == 1 and stats["generate"]["texts"] == 2
+        refused = {
+            413: ({"texts": sources, "num_beams": 5}, "num_beams: 5, the limit is 4"),
+            422: ({"texts": sources, "num_beams": 1, "max_new_tokens": 500}, "task 'caption': --max_new_tokens 500 could run past"),
+            404: ({"texts": sources, "num_beams": 1, "tasks": ["sentiment"]}, "unknown task(s) ['sentiment']; loaded tasks are ['caption', 'summary']"),
+        }
+        for status, (request, message) in refused.items():
+            answer = client.post("/v1/generate", json=request)
+            assert answer.status_code == status and message in answer.json()["detail"]
+        assert client.post("/v1/generate", json={"texts": ["x"], "num_beams": 1, "length_penalty": "nan"}).status_code == 422
+    with TestClient(create_app(multitask)) as client:
+        answer = client.post("/v1/generate", json={"texts": sources})
+        assert answer.status_code == 404 and "no generation tasks are loaded" in answer.json()["detail"]
+        assert "generate" not in client.get("/v1/stats").json()
+
+
+def test_serve_loads_both_kinds_onto_one_backbone(tiny_model_dir, tmp_path):
+    import argparse
+
+    from suffixtune import load_backbone
+    from suffixtune.cli import load_served
+    from suffixtune.generator import Generator
+
+    backbone, tokenizer = load_backbone(str(tiny_model_dir))
+    Classifier.build(backbone, tokenizer, TASKS["sentiment"][0], "suffix").save_pretrained(tmp_path / "sentiment")
+    task = Task(name="describe", kind="generation", text_columns=("text",), target_column="target", label_names=None)
+    Generator.build(backbone, tokenizer, task, "suffix").save_pretrained(tmp_path / "describe")
+    options = argparse.Namespace(model=None, dtype="float32", device="cpu")
+    classifier, generator = load_served({"sentiment": str(tmp_path / "sentiment"), "describe": str(tmp_path / "describe")}, options)
+    assert list(classifier.tasks) == ["sentiment"] and list(generator.tasks) == ["describe"]
+    assert classifier.backbone is generator.backbone
+    classifier, generator = load_served({"describe": str(tmp_path / "describe")}, options)
+    assert classifier.tasks == {} and list(generator.tasks) == ["describe"]
+    with TestClient(create_app(classifier, generator=generator)) as client:
+        answer = client.post("/v1/classify", json={"texts": ["a"]})
+        assert answer.status_code == 404 and "no classification tasks are loaded" in answer.json()["detail"]

@@ -250,8 +250,9 @@ def run_serve(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="suffixtune serve",
-        description="Serve artifacts of one base model over HTTP: POST /v1/classify, GET /v1/tasks, GET /v1/stats, "
-        "GET /healthz; the OpenAPI schema at /openapi.json and /docs.",
+        description="Serve artifacts of one base model over HTTP: POST /v1/classify (classification artifacts), POST "
+        "/v1/generate (generation artifacts), GET /v1/tasks, GET /v1/stats, GET /healthz; the OpenAPI schema at "
+        "/openapi.json and /docs. Every artifact loads onto one backbone.",
     )
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1: this machine only).")
@@ -271,7 +272,7 @@ def run_serve(argv: list[str]) -> int:
         from .service import create_app
     except ImportError as error:
         raise SuffixTuneError(f"suffixtune serve needs FastAPI and uvicorn ({error}); pip install 'suffixtune[serve]'") from None
-    app = create_app(load_multitask(named_artifacts(options.artifacts), options), settings)
+    app = create_app(*load_served(named_artifacts(options.artifacts), options), settings=settings)
     uvicorn.run(app, host=options.host, port=options.port, log_level="info")
     return 0
 
@@ -452,6 +453,27 @@ def load_multitask(named: dict[str, str], options: argparse.Namespace):
     return MultiTaskClassifier.from_pretrained(
         named, device=default_device(options.device), dtype=getattr(torch, options.dtype), model=options.model
     )
+
+
+def load_served(named: dict[str, str], options: argparse.Namespace):
+    """(MultiTaskClassifier, MultiTaskGenerator or None) of the artifacts by kind, on one backbone."""
+    import torch
+
+    from .artifacts import read_config
+    from .backbone import load_backbone
+    from .multitask import MultiTaskClassifier, MultiTaskGenerator
+
+    kinds = {name: read_config(directory).task_kind for name, directory in named.items()}
+    writers = {name: named[name] for name, kind in kinds.items() if kind == MultiTaskGenerator.artifact_class.task_kind}
+    classifiers = {name: directory for name, directory in named.items() if name not in writers}
+    if not writers:
+        return load_multitask(classifiers, options), None
+    backbone, tokenizer = load_backbone(options.model or read_config(next(iter(named.values()))).base_model,
+                                        dtype=getattr(torch, options.dtype), device=default_device(options.device))
+    generator = MultiTaskGenerator.from_pretrained(writers, backbone=backbone, tokenizer=tokenizer)
+    classifier = (MultiTaskClassifier.from_pretrained(classifiers, backbone=backbone, tokenizer=tokenizer) if classifiers
+                  else MultiTaskClassifier(backbone, tokenizer, {}))
+    return classifier, generator
 
 
 def read_jsonl(stream, tasks: list):

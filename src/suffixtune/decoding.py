@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 
-@dataclass
-class Decoding:
+@dataclass(frozen=True)
+class Decoding:  # frozen: requests with equal settings batch together in the service
     num_beams: int = field(default=5, metadata={"help": "Generation: beam width (1: greedy decoding)."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Generation: most tokens written (default: --max_target_length)."})
     length_penalty: float = field(default=1.0, metadata={"help": "Generation: beam scores are divided by length to this power."})

@@ -32,9 +32,10 @@ class TaskInfo:
 
     name: str
     task: str
+    kind: str  # classification or generation
     method: str
     head: str
-    labels: list[str] | None  # None: regression
+    labels: list[str] | None  # None: regression, or generation
     prompt_length: int
     pooling: str
     text_columns: list[str]
@@ -214,7 +215,7 @@ def shared_pass_logits(
 def task_info(name: str, classifier: Classifier, shared: bool, artifact: str) -> TaskInfo:
     config = classifier.classifier_config
     return TaskInfo(
-        name=name, task=config.task, method=config.method, head=config.head, labels=config.label_names,
+        name=name, task=config.task, kind=config.task_kind, method=config.method, head=config.head, labels=config.label_names,
         prompt_length=classifier.method.added_positions, pooling=config.pooling, text_columns=list(config.text_columns),
         max_length=config.max_length, shared_cache=shared, artifact=artifact,
     )

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ Results = list[dict[str, Any]]
 @dataclass
 class Pending:
     rows: Sequence[Any]
-    tasks: tuple[str, ...]
+    key: Hashable  # what `run` is told besides the rows: requests with equal keys share a call
     future: asyncio.Future = field(repr=False)
 
 
@@ -39,12 +39,12 @@ class BatchStats:
 class MicroBatcher:
     """Once a request arrives, wait up to `max_wait_ms` for others, then run them all in one call of `run`.
 
-    A batch closes early at `max_batch_texts` texts. Requests for different task sets run as separate calls.
-    `run(rows, tasks)` runs in one worker thread, so the event loop keeps accepting requests meanwhile. If a
+    A batch closes early at `max_batch_texts` texts. Requests with different keys (task sets, decoding settings)
+    run as separate calls. `run(rows, key)` runs in one worker thread, so the event loop keeps accepting requests meanwhile. If a
     gathered call fails, each of its requests runs alone, so one bad request cannot fail the others.
     """
 
-    def __init__(self, run: Callable[[list[Any], list[str]], Results], max_batch_texts: int = 64, max_wait_ms: float = 5.0):
+    def __init__(self, run: Callable[[list[Any], Hashable], Results], max_batch_texts: int = 64, max_wait_ms: float = 5.0):
         self.run = run
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait_ms / 1000
@@ -68,11 +68,11 @@ class MicroBatcher:
             await asyncio.gather(self.worker, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
-    async def submit(self, rows: Sequence[Any], tasks: Sequence[str]) -> Results:
+    async def submit(self, rows: Sequence[Any], key: Hashable) -> Results:
         if self.queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(Pending(rows, tuple(tasks), future))
+        self.queue.put_nowait(Pending(rows, key, future))
         self.queued_texts += len(rows)
         self.arrived.set()
         return await future
@@ -98,16 +98,16 @@ class MicroBatcher:
                     break
                 batch.append(pending)
                 texts += len(pending.rows)
-            by_tasks: dict[tuple[str, ...], list[Pending]] = {}
+            by_key: dict[Hashable, list[Pending]] = {}
             for pending in batch:
-                by_tasks.setdefault(pending.tasks, []).append(pending)
-            for group in by_tasks.values():
+                by_key.setdefault(pending.key, []).append(pending)
+            for group in by_key.values():
                 await self.run_group(group)
 
     async def run_group(self, group: list[Pending]) -> None:
         rows = [row for pending in group for row in pending.rows]
         try:
-            results = await self.call(rows, group[0].tasks)
+            results = await self.call(rows, group[0].key)
         except Exception as error:
             self.stats.failed_batches += 1
             if len(group) == 1:
@@ -125,10 +125,10 @@ class MicroBatcher:
             settle(pending.future, results[start : start + len(pending.rows)])
             start += len(pending.rows)
 
-    async def call(self, rows: list[Any], tasks: tuple[str, ...]) -> Results:
+    async def call(self, rows: list[Any], key: Hashable) -> Results:
         self.stats.batches += 1
         self.stats.texts += len(rows)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, rows, list(tasks))
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, rows, key)
 
 
 def settle(future: asyncio.Future, result: Results | None = None, error: BaseException | None = None) -> None:
