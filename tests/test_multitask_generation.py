@@ -102,3 +102,19 @@ def test_saved_artifacts_load_together_and_refuse_what_is_not_theirs(tokenizer_d
         loaded.generate(ROWS, tasks=["nope"])
     with pytest.raises(ConfigError, match="--max_new_tokens 500 could run past"):
         loaded.generate(ROWS, decoding=Decoding(max_new_tokens=500))
+
+
+def test_one_artifact_that_changes_the_backbone_loads_without_a_copy(tiny_model_dir, tmp_path):
+    from suffixtune import load_backbone
+
+    backbone, tokenizer = load_backbone(str(tiny_model_dir))
+    torch.manual_seed(0)
+    generator = Generator.build(backbone, tokenizer, TASK, "lora", max_length=40, max_target_length=8)
+    with torch.no_grad():
+        for parameter in generator.method.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    generator.save_pretrained(tmp_path / "lora")
+    loaded = MultiTaskGenerator.from_pretrained([tmp_path / "lora"])
+    assert loaded.classifiers["describe"].backbone is loaded.backbone  # nothing else reads it: no second copy in memory
+    decoding = Decoding(num_beams=2, max_new_tokens=5)
+    assert [row["describe"] for row in loaded.generate(ROWS, decoding=decoding)] == generator.generate(ROWS, decoding)

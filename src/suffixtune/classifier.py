@@ -35,7 +35,15 @@ from .methods import Method, MethodConfig, get_method
 from .tasks import Task
 from .tasks.data import Row, encode_rows
 from .text_cache import TextCache, read_texts
-from .text_pass import backbone_call, check_nonempty, head_logits, method_states, pool, pool_positions
+from .text_pass import (
+    backbone_call,
+    check_nonempty,
+    head_logits,
+    method_states,
+    pool,
+    pool_positions,
+    within_attention_window,
+)
 
 POOLINGS = ("last", "mean")
 ARTIFACT_READERS = {
@@ -221,7 +229,12 @@ class Classifier(nn.Module):
         return self.runs_text_apart_when_training() and (torch.is_grad_enabled() or self.text_cache is not None)
 
     def runs_text_apart_when_training(self) -> bool:
-        return self.frozen_text and self.method.shares_text_cache and not checkpointing(self.backbone)
+        return (self.frozen_text and self.method.shares_text_cache and not checkpointing(self.backbone)
+                and within_attention_window(self.backbone, self.longest_row()))
+
+    def longest_row(self) -> int:
+        """Most positions one row takes: the text and what the method adds."""
+        return self.classifier_config.max_length + self.method.added_positions
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier_config.label_names is None:

@@ -69,6 +69,9 @@ class Generator(Classifier):
         config.max_length, config.max_target_length = min(config.max_length, room), max_target_length
         return generator
 
+    def longest_row(self) -> int:
+        return super().longest_row() + self.classifier_config.max_target_length
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None
     ) -> CausalLMOutput:

@@ -41,6 +41,23 @@ class TextState:
         return torch.arange(width, device=self.lengths.device) < self.lengths[:, None]
 
 
+def attention_window(config) -> int | None:
+    """The span of a model's sliding-window or local attention layers (Mistral, Gemma 2/3, Qwen2 with
+    use_sliding_window, GPT-Neo's local layers); None when every layer attends to every earlier position."""
+    kinds = set(getattr(config, "layer_types", None) or getattr(config, "attention_layers", None) or [])
+    if kinds and not kinds & {"sliding_attention", "local"}:
+        return None
+    return getattr(config, "sliding_window", None) or (getattr(config, "window_size", None) if "local" in kinds else None)
+
+
+def within_attention_window(backbone: PreTrainedModel, positions: int) -> bool:
+    """Whether rows of up to `positions` slots stay inside every attention window. Only then does a text pass kept
+    apart (its cache, a block mask, padding between text and prompt) see what one full pass over the row sees:
+    windows count slots, and a sliding layer's cache keeps only its window."""
+    window = attention_window(backbone.config)
+    return window is None or positions < window
+
+
 def check_nonempty(token_ids: list[list[int]]) -> None:
     """Every text needs a token: its last one is where a prompt-less head reads, and what a suffix follows."""
     empty = [number for number, ids in enumerate(token_ids, start=1) if not ids]

@@ -19,7 +19,15 @@ from ..classifier import Classifier, check_base_model, length_sorted_batches
 from ..errors import ConfigError
 from ..methods import get_method
 from ..tasks.data import Row, encode_rows
-from ..text_pass import check_nonempty, encode_texts, head_logits, method_states, packed_pass, pool
+from ..text_pass import (
+    check_nonempty,
+    encode_texts,
+    head_logits,
+    method_states,
+    packed_pass,
+    pool,
+    within_attention_window,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +93,21 @@ class MultiTaskClassifier:
         self.tokenizer = tokenizer
         self.classifiers = dict(classifiers)
         artifacts = artifacts or {}
-        self.tasks = {
-            name: task_info(name, c, c.method.shares_text_cache and c.backbone is backbone, artifacts.get(name, ""))
-            for name, c in self.classifiers.items()
-        }
+        shared = [name for name, c in self.classifiers.items() if c.method.shares_text_cache and c.backbone is backbone]
+        if shared and not self.shared_pass_fits([self.classifiers[name] for name in shared]):
+            logger.warning("%s has sliding-window or local attention that one shared pass per text could run past: "
+                           "tasks %s each run a pass of their own", self.base_model, shared)
+            shared = []
+        self.tasks = {name: task_info(name, c, name in shared, artifacts.get(name, "")) for name, c in self.classifiers.items()}
 
     @property
     def base_model(self) -> str:
         return self.backbone.name_or_path
+
+    def shared_pass_fits(self, classifiers: Sequence[Classifier]) -> bool:
+        """Whether the packed pass, [text | every suffix], stays inside the backbone's attention windows."""
+        longest_text = max(c.classifier_config.max_length for c in classifiers)
+        return within_attention_window(self.backbone, longest_text + sum(c.method.added_positions for c in classifiers))
 
     @classmethod
     def from_pretrained(
@@ -115,6 +130,7 @@ class MultiTaskClassifier:
         configs = {name: read_config(directory) for name, directory in named.items()}
         for name, config in configs.items():
             cls.artifact_class.check_kind(named[name], config)
+        alone = backbone is None and len(configs) == 1  # a backbone of its own: nothing else reads it, no copy needed
         if backbone is None:
             backbone, tokenizer = load_backbone(model or next(iter(configs.values())).base_model, dtype=dtype, device=device)
         elif tokenizer is None:
@@ -124,13 +140,13 @@ class MultiTaskClassifier:
         classifiers = {}
         for name, config in configs.items():
             method = get_method(config.method)
-            if not method.shares_text_cache:
+            if not method.shares_text_cache and not alone:
                 logger.warning(
                     "task %r (%s) uses --method %s, which does not share the text cache: it runs a full pass of its "
                     "own per text%s", name, named[name], config.method,
                     ", on its own copy of the backbone" if method.modifies_backbone else "",
                 )
-            own = copy.deepcopy(backbone) if method.modifies_backbone else backbone
+            own = copy.deepcopy(backbone) if method.modifies_backbone and not alone else backbone
             classifiers[name] = cls.artifact_class.from_pretrained(named[name], backbone=own, tokenizer=tokenizer).eval()
         return cls(backbone, tokenizer, classifiers, named, text_pass)
 

@@ -3,6 +3,7 @@ computed once and read by every task's prompt and every beam."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -13,7 +14,7 @@ from ..decoding import Decoding
 from ..errors import ConfigError
 from ..generator import Generator
 from ..tasks.data import Row
-from ..text_pass import cache_argument, encode_texts
+from ..text_pass import cache_argument, encode_texts, eval_mode, within_attention_window
 from .classifier import MultiTaskClassifier
 
 
@@ -27,6 +28,10 @@ class MultiTaskGenerator(MultiTaskClassifier):
 
     artifact_class = Generator
 
+    def shared_pass_fits(self, classifiers: Sequence[Generator]) -> bool:
+        """Checked per call instead, where the number of tokens to write is known (`generate`)."""
+        return True
+
     def classify(self, rows, tasks=None, batch_size: int = 64):
         raise ConfigError("generation artifacts write text: use generate() (`suffixtune generate`), not classify()")
 
@@ -39,22 +44,40 @@ class MultiTaskGenerator(MultiTaskClassifier):
         new_tokens = {name: self.classifiers[name].new_tokens(decoding) for name in names}
         results: list[dict[str, str]] = [{} for _ in rows]
         device = self.backbone.get_input_embeddings().weight.device
-        for group in self.encode(rows, names):
-            calls: dict[int, list[str]] = {}  # tasks that share a source pass write in one call: same length limit
-            for name in group.tasks:
-                key = new_tokens[name] if self.tasks[name].shared_cache else -len(calls) - 1
-                calls.setdefault(key, []).append(name)
-            for chunk, batch in length_sorted_batches(self.tokenizer, group.input_ids, batch_size, device):
-                for call in calls.values():
-                    generators = [self.classifiers[name] for name in call]
-                    if len(call) == 1:
-                        written = [generators[0].generate_ids(batch["input_ids"], batch["attention_mask"], decoding)]
-                    else:
-                        written = shared_source_generate(self.backbone, generators, batch["input_ids"], batch["attention_mask"], decoding)
-                    for name, ids in zip(call, written, strict=True):
-                        for i, text in zip(chunk, self.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
-                            results[i][name] = text.strip()
+        with contextlib.ExitStack() as stack:
+            for name in names:
+                stack.enter_context(eval_mode(self.classifiers[name]))
+            for group in self.encode(rows, names):
+                calls = self.plan_calls(group.tasks, new_tokens)
+                for chunk, batch in length_sorted_batches(self.tokenizer, group.input_ids, batch_size, device):
+                    for call in calls:
+                        generators = [self.classifiers[name] for name in call]
+                        if len(call) == 1:
+                            written = [generators[0].generate_ids(batch["input_ids"], batch["attention_mask"], decoding)]
+                        else:
+                            written = shared_source_generate(self.backbone, generators, batch["input_ids"], batch["attention_mask"], decoding)
+                        for name, ids in zip(call, written, strict=True):
+                            for i, text in zip(chunk, self.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
+                                results[i][name] = text.strip()
         return [{name: result[name] for name in names} for result in results]
+
+    def plan_calls(self, tasks: Sequence[str], new_tokens: dict[str, int]) -> list[list[str]]:
+        """Tasks that write in one `generate` call: suffix tasks with the same length limit, if their shared rows
+        (source, padding, the longest prompt, what is written) stay inside the backbone's attention windows, which
+        count slots; every other task alone."""
+        by_limit: dict[int, list[str]] = {}
+        calls = []
+        for name in tasks:
+            if self.tasks[name].shared_cache:
+                by_limit.setdefault(new_tokens[name], []).append(name)
+            else:
+                calls.append([name])
+        for limit, names in by_limit.items():
+            generators = [self.classifiers[name] for name in names]
+            longest = max(g.classifier_config.max_length for g in generators) + max(g.method.added_positions for g in generators)
+            fits = within_attention_window(self.backbone, longest + limit)
+            calls.extend([names] if len(names) > 1 and fits else [[name] for name in names])
+        return calls
 
 
 @torch.no_grad()

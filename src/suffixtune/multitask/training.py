@@ -13,7 +13,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..classifier import Classifier
 from ..errors import ConfigError
 from ..text_cache import read_texts
-from ..text_pass import head_logits, method_states, pool
+from ..text_pass import attention_window, head_logits, method_states, pool, within_attention_window
 
 
 class MultiTaskTrainingModel(nn.Module):
@@ -35,6 +35,13 @@ class MultiTaskTrainingModel(nn.Module):
                     f"--method {classifier.classifier_config.method} cannot train several label columns in one run: "
                     "only methods after the text (suffix, head) share the text pass; train one column per run"
                 )
+        longest = max(c.classifier_config.max_length for c in classifiers.values()) + sum(c.method.added_positions for c in classifiers.values())
+        if not within_attention_window(first.backbone, longest):
+            raise ConfigError(
+                f"several --label_column train from one text pass with every suffix after it, {longest} positions, "
+                f"which {first.backbone.name_or_path}'s attention window of {attention_window(first.backbone.config)} "
+                "cannot hold; lower --max_length or --prompt_length, or train one column per run"
+            )
         self.tasks = nn.ModuleDict(classifiers)
         self.backbone = first.backbone
         self.text_cache = None

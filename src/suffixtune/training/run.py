@@ -220,7 +220,7 @@ def train(
                     classifier.standardize_head(token_ids)
 
         frozen_text = no_frozen_text(method_args.method, args) is None
-        if frozen_text:
+        if frozen_text and all(c.runs_text_apart_when_training() for c in classifiers.values()):  # (attention windows)
             model.text_cache = open_text_cache(
                 args.text_cache, backbone, tokenizer, max_length,
                 [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
