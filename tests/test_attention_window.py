@@ -6,10 +6,12 @@ import pytest
 import torch
 from test_generator import TASK
 from transformers import (
+    Gemma3Config,
     GPT2Config,
     GPT2TokenizerFast,
     GPTNeoConfig,
     GPTNeoForCausalLM,
+    Llama4TextConfig,
     LlamaConfig,
     MistralConfig,
     MistralForCausalLM,
@@ -35,6 +37,8 @@ def test_the_window_is_read_from_each_kind_of_config():
     assert attention_window(GPTNeoConfig(window_size=64)) == 64  # alternating global and local layers
     assert attention_window(GPTNeoConfig(attention_types=[[["global"], 24]], num_layers=24)) is None
     assert attention_window(LlamaConfig()) is None and attention_window(GPT2Config()) is None
+    assert attention_window(Llama4TextConfig(attention_chunk_size=1024)) == 1024  # chunks count slots too
+    assert attention_window(Gemma3Config(text_config={"sliding_window": 512})) == 512  # through the text model's config
 
 
 def windowed(kind, tokenizer_dir, window):

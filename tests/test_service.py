@@ -282,13 +282,16 @@ def test_generation_tasks_are_served_beside_classification_tasks(multitask, writ
             answer = client.post("/v1/generate", json=request)
             assert answer.status_code == status and message in answer.json()["detail"]
         assert client.post("/v1/generate", json={"texts": ["x"], "num_beams": 1, "length_penalty": "nan"}).status_code == 422
+        misspelt = client.post("/v1/generate", json={"texts": ["x"], "num_beams": 1, "max_tokens": 3})
+        assert misspelt.status_code == 422 and "max_tokens" in misspelt.text and "extra_forbidden" in misspelt.text
+        assert client.app.state.batcher.executor is client.app.state.writer.executor  # one model thread for both kinds
     with TestClient(create_app(multitask)) as client:
         answer = client.post("/v1/generate", json={"texts": sources})
         assert answer.status_code == 404 and "no generation tasks are loaded" in answer.json()["detail"]
         assert "generate" not in client.get("/v1/stats").json()
 
 
-def test_serve_loads_both_kinds_onto_one_backbone(tiny_model_dir, tmp_path):
+def test_serve_loads_both_kinds_onto_one_backbone(tiny_model_dir, tmp_path, monkeypatch):
     import argparse
 
     from suffixtune import load_backbone
@@ -308,3 +311,12 @@ def test_serve_loads_both_kinds_onto_one_backbone(tiny_model_dir, tmp_path):
     with TestClient(create_app(classifier, generator=generator)) as client:
         answer = client.post("/v1/classify", json={"texts": ["a"]})
         assert answer.status_code == 404 and "no classification tasks are loaded" in answer.json()["detail"]
+    served = []  # the app `suffixtune serve` would run, wired as the command wires it
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append((app, options)))
+    assert main(["serve", str(tmp_path / "sentiment"), str(tmp_path / "describe"), "--port", "8123", "--max-num-beams", "2"]) == 0
+    (app, options), = served
+    assert options["port"] == 8123
+    with TestClient(app) as client:
+        assert client.post("/v1/classify", json={"texts": ["a"]}).status_code == 200
+        assert client.post("/v1/generate", json={"texts": ["a"], "num_beams": 2, "max_new_tokens": 3}).status_code == 200
+        assert client.post("/v1/generate", json={"texts": ["a"], "num_beams": 3}).status_code == 413

@@ -272,7 +272,8 @@ def run_serve(argv: list[str]) -> int:
         from .service import create_app
     except ImportError as error:
         raise SuffixTuneError(f"suffixtune serve needs FastAPI and uvicorn ({error}); pip install 'suffixtune[serve]'") from None
-    app = create_app(*load_served(named_artifacts(options.artifacts), options), settings=settings)
+    classifier, generator = load_served(named_artifacts(options.artifacts), options)
+    app = create_app(classifier, settings, generator)
     uvicorn.run(app, host=options.host, port=options.port, log_level="info")
     return 0
 

@@ -42,9 +42,13 @@ class TextState:
 
 
 def attention_window(config) -> int | None:
-    """The span of a model's sliding-window or local attention layers (Mistral, Gemma 2/3, Qwen2 with
-    use_sliding_window, GPT-Neo's local layers); None when every layer attends to every earlier position."""
+    """The span, in slots, of a model's sliding-window, local or chunked attention layers (Mistral, Gemma 2/3,
+    Qwen2 with use_sliding_window, GPT-Neo's local layers, Llama 4's chunks); None when every layer attends to
+    every earlier position. A multimodal config is read through its text model's."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
     kinds = set(getattr(config, "layer_types", None) or getattr(config, "attention_layers", None) or [])
+    if "chunked_attention" in kinds:
+        return getattr(config, "attention_chunk_size", None)
     if kinds and not kinds & {"sliding_attention", "local"}:
         return None
     return getattr(config, "sliding_window", None) or (getattr(config, "window_size", None) if "local" in kinds else None)

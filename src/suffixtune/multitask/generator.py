@@ -29,8 +29,10 @@ class MultiTaskGenerator(MultiTaskClassifier):
     artifact_class = Generator
 
     def shared_pass_fits(self, classifiers: Sequence[Generator]) -> bool:
-        """Checked per call instead, where the number of tokens to write is known (`generate`)."""
-        return True
+        """Whether shared calls fit the attention windows when each task writes its trained target length (checked
+        again per call in `plan_calls`, with the tokens a call asks for)."""
+        longest = max(g.classifier_config.max_length for g in classifiers) + max(g.method.added_positions for g in classifiers)
+        return within_attention_window(self.backbone, longest + max(g.classifier_config.max_target_length for g in classifiers))
 
     def classify(self, rows, tasks=None, batch_size: int = 64):
         raise ConfigError("generation artifacts write text: use generate() (`suffixtune generate`), not classify()")

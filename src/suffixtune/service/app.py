@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -13,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -43,6 +44,8 @@ class ClassifyResponse(BaseModel):
 
 
 class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting (max_tokens, num_beam) must not pass as a default
+
     texts: list[str | dict[str, str]] = Field(
         min_length=1, description="Sources to write from; an object gives the fields of tasks that read several columns."
     )
@@ -64,13 +67,16 @@ def create_app(
 ) -> FastAPI:
     """The service over `classifier`'s tasks, and `generator`'s (on the same backbone) when given."""
     settings = settings or ServiceSettings()
-    batcher = MicroBatcher(functools.partial(classifier.classify, batch_size=settings.max_batch_texts), settings.max_batch_texts, settings.max_wait_ms)
+    # One thread for every model call: classify and generate share the backbone (and suffix-lora's hooks on it).
+    model_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="suffixtune-model")
+    classify = functools.partial(classifier.classify, batch_size=settings.max_batch_texts)
+    batcher = MicroBatcher(classify, settings.max_batch_texts, settings.max_wait_ms, model_thread)
     writer = None
     if generator is not None:
         def write(rows: list, key: tuple[tuple[str, ...], Decoding]) -> list[dict[str, str]]:
             return generator.generate(rows, key[0], key[1], batch_size=settings.max_batch_texts)
 
-        writer = MicroBatcher(write, settings.max_batch_texts, settings.max_wait_ms)
+        writer = MicroBatcher(write, settings.max_batch_texts, settings.max_wait_ms, model_thread)
     batchers = [b for b in (batcher, writer) if b is not None]
 
     @contextlib.asynccontextmanager
@@ -80,13 +86,14 @@ def create_app(
         yield
         for each in batchers:
             await each.stop()
+        model_thread.shutdown(wait=True)
 
     app = FastAPIOffline(  # /docs and /redoc from assets in the installed package: they work without a network
         title="suffixtune", version=__version__, lifespan=lifespan,
         description="Many text-classification and generation tasks on one frozen causal LM; suffix tasks answer from "
         "one pass per text.",
     )
-    app.state.batcher = batcher
+    app.state.batcher, app.state.writer = batcher, writer
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

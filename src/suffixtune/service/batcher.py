@@ -44,7 +44,11 @@ class MicroBatcher:
     gathered call fails, each of its requests runs alone, so one bad request cannot fail the others.
     """
 
-    def __init__(self, run: Callable[[list[Any], Hashable], Results], max_batch_texts: int = 64, max_wait_ms: float = 5.0):
+    def __init__(
+        self, run: Callable[[list[Any], Hashable], Results], max_batch_texts: int = 64, max_wait_ms: float = 5.0,
+        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    ):
+        """`executor`: the thread model calls run in; batchers that share a model share one (and its owner shuts it)."""
         self.run = run
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait_ms / 1000
@@ -54,7 +58,8 @@ class MicroBatcher:
         self.held: Pending | None = None  # taken from the queue, but it would have overfilled the last batch
         self.arrived: asyncio.Event | None = None
         self.worker: asyncio.Task | None = None
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="suffixtune-model")
+        self.owns_executor = executor is None
+        self.executor = executor or concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="suffixtune-model")
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -66,7 +71,8 @@ class MicroBatcher:
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
-        self.executor.shutdown(wait=True)
+        if self.owns_executor:
+            self.executor.shutdown(wait=True)
 
     async def submit(self, rows: Sequence[Any], key: Hashable) -> Results:
         if self.queue is None:

@@ -220,7 +220,13 @@ def train(
                     classifier.standardize_head(token_ids)
 
         frozen_text = no_frozen_text(method_args.method, args) is None
-        if frozen_text and all(c.runs_text_apart_when_training() for c in classifiers.values()):  # (attention windows)
+        if frozen_text and not all(c.runs_text_apart_when_training() for c in classifiers.values()):
+            frozen_text = False
+            if args.text_cache in ("memory", "disk"):
+                logger.warning("--text_cache %s is off: texts of up to %d tokens with the prompt could run past %s's "
+                               "attention window, so every text runs the full pass", args.text_cache, max_length,
+                               backbone.name_or_path)
+        if frozen_text:
             model.text_cache = open_text_cache(
                 args.text_cache, backbone, tokenizer, max_length,
                 [*(train_dataset["length"] if train_dataset is not None else []), *eval_dataset["length"]],
