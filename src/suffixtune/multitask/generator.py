@@ -28,11 +28,12 @@ class MultiTaskGenerator(MultiTaskClassifier):
 
     artifact_class = Generator
 
-    def shared_pass_fits(self, classifiers: Sequence[Generator]) -> bool:
-        """Whether shared calls fit the attention windows when each task writes its trained target length (checked
-        again per call in `plan_calls`, with the tokens a call asks for)."""
+    def shared_pass_fits(self, classifiers: Sequence[Generator], new_tokens: int | None = None) -> bool:
+        """Whether rows of a shared call (source, padding, the longest prompt, then `new_tokens` written, by default
+        the longest trained target) stay inside the backbone's attention windows, which count slots."""
+        new_tokens = new_tokens or max(g.classifier_config.max_target_length for g in classifiers)
         longest = max(g.classifier_config.max_length for g in classifiers) + max(g.method.added_positions for g in classifiers)
-        return within_attention_window(self.backbone, longest + max(g.classifier_config.max_target_length for g in classifiers))
+        return within_attention_window(self.backbone, longest + new_tokens)
 
     def classify(self, rows, tasks=None, batch_size: int = 64):
         raise ConfigError("generation artifacts write text: use generate() (`suffixtune generate`), not classify()")
@@ -64,9 +65,8 @@ class MultiTaskGenerator(MultiTaskClassifier):
         return [{name: result[name] for name in names} for result in results]
 
     def plan_calls(self, tasks: Sequence[str], new_tokens: dict[str, int]) -> list[list[str]]:
-        """Tasks that write in one `generate` call: suffix tasks with the same length limit, if their shared rows
-        (source, padding, the longest prompt, what is written) stay inside the backbone's attention windows, which
-        count slots; every other task alone."""
+        """Tasks that write in one `generate` call: suffix tasks with the same length limit whose shared rows fit
+        the attention windows (`shared_pass_fits`); every other task alone."""
         by_limit: dict[int, list[str]] = {}
         calls = []
         for name in tasks:
@@ -75,9 +75,7 @@ class MultiTaskGenerator(MultiTaskClassifier):
             else:
                 calls.append([name])
         for limit, names in by_limit.items():
-            generators = [self.classifiers[name] for name in names]
-            longest = max(g.classifier_config.max_length for g in generators) + max(g.method.added_positions for g in generators)
-            fits = within_attention_window(self.backbone, longest + limit)
+            fits = self.shared_pass_fits([self.classifiers[name] for name in names], limit)
             calls.extend([names] if len(names) > 1 and fits else [[name] for name in names])
         return calls
 
