@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import pwd
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 import optuna
@@ -200,3 +202,17 @@ def test_workers_on_postgresql_do_every_run_once(tmp_path, tiny_model_dir, postg
     errors = [worker.communicate()[1] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(e[-2000:] for e in errors)
     assert_each_run_done_once(sweep, postgres_url, output)
+
+
+def test_workers_opening_an_empty_postgresql_database_together_all_connect(postgres_url):
+    """Eight workers racing to create Optuna's tables: each gets a storage, none a duplicate-table error."""
+    opened_together = threading.Barrier(8)
+
+    def open_after_barrier(_):
+        opened_together.wait()
+        return open_storage(postgres_url, heartbeat_interval=None)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        storages = list(pool.map(open_after_barrier, range(8)))
+    storages[0].create_new_study([], "shared")
+    assert [storage.get_study_id_from_name("shared") for storage in storages] == [1] * 8

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
 CONNECT_TIMEOUT_S = 10
+SCHEMA_LOCK_KEY = 0x5355_4646  # any fixed 64-bit key; this one spells SUFF
 
 
 class StorageError(ConfigError):
@@ -78,18 +79,30 @@ def open_storage(
 
 
 def connect(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int = 5) -> RDBStorage:
-    """RDBStorage, tried again when workers starting together race to create its tables (PostgreSQL then refuses
-    the second CREATE TABLE with a unique violation in pg_type)."""
+    """RDBStorage, with its tables created by one worker at a time.
+
+    Workers starting together on an empty database race to create Optuna's tables; PostgreSQL then refuses the
+    loser's CREATE TABLE (a duplicate table, or a unique violation in pg_type). On PostgreSQL a session advisory lock
+    makes creation one at a time; elsewhere the loser tries again once the winner's tables exist.
+    """
 
     def create() -> RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: in Optuna since 2.9
             return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
 
+    if sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
+        engine = sqlalchemy.create_engine(url, **engine_kwargs)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                return create()  # the lock goes with the connection
+        finally:
+            engine.dispose()
     for attempt in range(attempts - 1):
         try:
             return create()
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             time.sleep(0.2 * (attempt + 1))
     return create()
 
