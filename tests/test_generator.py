@@ -221,4 +221,6 @@ def test_decoding_ignores_the_checkpoints_own_generation_settings(tokenizer_dir)
     written = generator.generate(rows, beams)
     settings = generator.backbone.generation_config
     settings.repetition_penalty, settings.num_return_sequences, settings.min_new_tokens = 5.0, 2, 6
+    settings.cache_implementation = "static"  # as some checkpoints ship it; generate refuses it beside the prefix's cache
     assert generator.generate(rows, beams) == written
+    assert settings.cache_implementation == "static"

@@ -86,6 +86,15 @@ def test_suffix_tasks_read_each_source_once(tokenizer_dir, kind):
     assert [[row[name] for row in shared] for name in built] == alone
 
 
+def test_a_checkpoint_that_asks_for_a_static_cache_still_shares_the_source_pass(tokenizer_dir):
+    backbone, tokenizer, built = generators("llama", tokenizer_dir, {n: SPECS[n] for n in ("short", "long")})
+    decoding = Decoding(num_beams=2, max_new_tokens=4)
+    alone = {name: generator.generate(ROWS, decoding) for name, generator in built.items()}
+    backbone.generation_config.cache_implementation = "static"
+    shared = MultiTaskGenerator(backbone, tokenizer, built).generate(ROWS, decoding=decoding)
+    assert {name: [row[name] for row in shared] for name in built} == alone
+
+
 def test_saved_artifacts_load_together_and_refuse_what_is_not_theirs(tokenizer_dir, tmp_path):
     backbone, tokenizer, built = generators("gpt2", tokenizer_dir, {n: SPECS[n] for n in ("short", "long")})
     for name, generator in built.items():

@@ -152,21 +152,36 @@ class Generator(Classifier):
         """[B, new] token ids written after each source by `generate`, from the method's own inputs, left-padded."""
         inputs = self.method(self.backbone.get_input_embeddings()(input_ids), attention_mask)
         embeds, mask = left_padded(inputs)
-        extra = {}
         if inputs.past_key_values is not None:  # deep prompts: cached positions every row and every beam attends to
             cached = inputs.past_key_values.get_seq_length()
             embeds = torch.cat([embeds.new_zeros(len(embeds), cached, embeds.shape[-1]), embeds], 1)  # generate skips them
             mask = torch.cat([mask.new_ones(len(mask), cached), mask], 1)
             rows = len(embeds) * decoding.num_beams
-            extra[cache_argument(self.backbone)] = DynamicCache(
+            cache = DynamicCache(
                 [(layer.keys[:1].expand(rows, -1, -1, -1), layer.values[:1].expand(rows, -1, -1, -1)) for layer in inputs.past_key_values.layers]
             )
-        return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=self.generation_config(decoding), **extra)
+            return generate_after_cache(self.backbone, embeds, mask, self.generation_config(decoding), cache)
+        return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=self.generation_config(decoding))
 
     def predict(self, rows, batch_size: int = 64):
         raise ConfigError("a generation artifact writes text: use generate() (`suffixtune generate`), not predict()")
 
     predict_logits = predict
+
+
+def generate_after_cache(
+    backbone: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationConfig, cache: DynamicCache
+) -> torch.Tensor:
+    """`generate` continuing from `cache`. `generate` refuses a cache beside a `cache_implementation` (static,
+    offloaded, ...), and fills one in from the checkpoint's own generation config, so that is set aside meanwhile."""
+    checkpoint_settings = backbone.generation_config
+    own_cache = checkpoint_settings.cache_implementation
+    checkpoint_settings.cache_implementation = None
+    try:
+        return backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=settings,
+                                 **{cache_argument(backbone): cache})
+    finally:
+        checkpoint_settings.cache_implementation = own_cache
 
 
 def load_artifact(directory: str | os.PathLike, **options) -> Classifier:

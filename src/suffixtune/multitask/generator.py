@@ -12,9 +12,9 @@ from transformers import DynamicCache, PreTrainedModel
 from ..classifier import length_sorted_batches
 from ..decoding import Decoding
 from ..errors import ConfigError
-from ..generator import Generator
+from ..generator import Generator, generate_after_cache
 from ..tasks.data import Row
-from ..text_pass import cache_argument, encode_texts, eval_mode, within_attention_window
+from ..text_pass import encode_texts, eval_mode, within_attention_window
 from .classifier import MultiTaskClassifier
 
 
@@ -109,5 +109,5 @@ def shared_source_generate(
         for k, v in zip(state.keys, state.values, strict=True)
     ])
     settings = generators[0].generation_config(decoding)
-    written = backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=settings, **{cache_argument(backbone): cache})
+    written = generate_after_cache(backbone, embeds, mask, settings, cache)
     return list(written.split(sources))
