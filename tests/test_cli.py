@@ -5,6 +5,7 @@ import math
 import re
 
 import pytest
+import torch
 from transformers import TrainerControl, TrainerState
 
 from conftest import DATA_DIR, write_toy_csv
@@ -81,6 +82,23 @@ def test_every_method_trains_through_the_cli(tiny_model_dir, tmp_path, capsys, m
     capsys.readouterr()
     assert main(["eval", str(run), "--validation", str(tmp_path / "validation.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(record["eval"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_seed_gives_the_same_run_twice_and_another_seed_another(tiny_model_dir, tmp_path):
+    """Sweeps compare seeds: a rerun of one seed must reproduce it to the bit, or seed spread hides noise."""
+    from safetensors.torch import load_file
+
+    def trained(name, seed):
+        extra = ["--num_train_epochs", "2", "--output", str(tmp_path / name), "--seed", seed]
+        assert main(train_args(tiny_model_dir, tmp_path, *extra)) == 0
+        record = json.loads((tmp_path / name / "metrics.json").read_text())
+        return load_file(tmp_path / name / "suffixtune_model.safetensors"), [e["eval_loss"] for e in record["epochs"]]
+
+    first, again, other = trained("first", "0"), trained("again", "0"), trained("other", "1")
+    assert first[1] == again[1] != other[1]
+    assert all(torch.equal(first[0][name], again[0][name]) for name in first[0])
+    assert not torch.equal(first[0]["method.prompt"], other[0]["method.prompt"])
 
 
 @pytest.mark.slow
