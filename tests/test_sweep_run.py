@@ -90,6 +90,13 @@ def test_two_workers_on_sqlite_do_every_run_once(tmp_path, tiny_model_dir):
     assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", url]) == 0  # nothing left to do
     assert trials_by_run(url) == before
 
+    records = {path: path.stat().st_mtime_ns for path in output.glob("runs/*/metrics.json")}
+    lost = f"sqlite:///{tmp_path / 'new.db'}"  # the storage is gone, the run directories are not (or were copied)
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(output), "--storage", lost]) == 0
+    assert {path: path.stat().st_mtime_ns for path in output.glob("runs/*/metrics.json")} == records  # none retrained
+    stored = [results.load(storage).set_index("run_id")["accuracy"].to_dict() for storage in (url, lost)]
+    assert stored[0] == stored[1] and len(stored[1]) == len(records)
+
 
 def test_a_killed_worker_loses_only_its_run_which_the_next_worker_retries(tmp_path, tiny_model_dir):
     sweep, output = write_sweep(tmp_path, tiny_model_dir, epochs=40, methods=("suffix",)), tmp_path / "out"
