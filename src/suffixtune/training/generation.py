@@ -22,7 +22,7 @@ from ..tasks import TASKS, Task, get_task
 from ..tasks.generation import Sources, generation_metrics, load_sources, official_e2e_metrics, tokenize_pairs
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
 from .resume import RunSettingsCallback, prepare_run_directory, run_settings
-from .run import checkpointing_asked, package_versions, peak_memory_bytes, train_then_choose, trained_speed
+from .run import checkpointing_asked, how_it_ran, package_versions, train_then_choose
 from .trainer import ClassifierTrainer, DivergenceCallback, use_readable_logs
 
 SHOWN_GENERATIONS = 5  # sources written into the record with their references, for a reader to judge
@@ -152,20 +152,10 @@ def train_generator(
         "decoding": asdict(decoding),
         "samples": [{"source": row, "written": text, "references": refs}
                     for row, text, refs in list(zip(validation.rows, written, validation.references, strict=True))[:SHOWN_GENERATIONS]],
-        "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
-        "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],
         "train_rows": 0 if train_dataset is None else len(train_dataset),
         "eval_rows": len(validation.rows),
-        **trained_speed(trainer, train_metrics.get("train_runtime")),
-        "train_runtime_s": train_metrics.get("train_runtime"),
-        "wall_time_s": time.perf_counter() - started,
-        "peak_memory_bytes": peak_memory_bytes(),
         "text_pass": "frozen" if generator.runs_text_apart_when_training() else "full",
-        "seed": args.seed,
-        "resumed_from": resume,
-        "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
-        "processes": args.world_size,
-        "versions": versions,
+        **how_it_ran(trainer, train_metrics, started, versions, resume, resume_changes),
         "trainable_parameters": sum(p.numel() for p in generator.parameters() if p.requires_grad),
         "total_parameters": sum(p.numel() for p in generator.parameters()),
         "config": {

@@ -158,7 +158,6 @@ def train(
     column's artifact (with its own metrics.json) goes to output_dir/<column>. The run directory is locked meanwhile.
     """
     with run_directory_lock(args):  # held until the record is written
-        started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
         reset_peak_memory()
         tasks = resolve_tasks(data_args)
         if tasks[0].is_generation:
@@ -167,6 +166,7 @@ def train(
             from .generation import train_generator
 
             return train_generator(tasks[0], model_args, data_args, method_args, method_config, args, decoding or Decoding())
+        started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
         if method_args.head is None:
             method_args.head = "linear"
         for task in tasks:
@@ -254,22 +254,12 @@ def train(
             "head": method_args.head,
             "pooling": method_args.pooling,
             "model": model_args.model,
-            "epochs": [entry for entry in trainer.state.log_history if "eval_loss" in entry],
-            "train_log": [entry for entry in trainer.state.log_history if "loss" in entry],  # with TrainingDiagnostics
             "train_rows": 0 if train_dataset is None else len(train_dataset),
             "eval_rows": len(eval_dataset),
-            **trained_speed(trainer, train_metrics.get("train_runtime")),
-            "train_runtime_s": train_metrics.get("train_runtime"),
-            "wall_time_s": time.perf_counter() - started,
-            "peak_memory_bytes": peak_memory_bytes(),
             "text_pass": "frozen" if frozen_text else "full",
             "text_cache": None if model.text_cache is None else model.text_cache.summary(),
             "tasks_trained_together": [task.name for task in tasks] if len(tasks) > 1 else None,
-            "seed": args.seed,
-            "resumed_from": resume,
-            "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
-            "processes": args.world_size,
-            "versions": versions,
+            **how_it_ran(trainer, train_metrics, started, versions, resume, resume_changes),
         }
         records = {}
         for task, metrics, task_predictions, task_labels in zip(tasks, per_task, predictions, labels, strict=True):
@@ -424,6 +414,27 @@ def peak_memory_bytes() -> int:
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def how_it_ran(
+    trainer: ClassifierTrainer, train_metrics: dict[str, Any], started: float, versions: dict[str, str], resume: str | None,
+    resume_changes: list[tuple],
+) -> dict[str, Any]:
+    """The part of a run's record every task kind shares: its curves, speed, time, memory, seed, resumption, versions."""
+    history = trainer.state.log_history
+    return {
+        "epochs": [entry for entry in history if "eval_loss" in entry],
+        "train_log": [entry for entry in history if "loss" in entry],  # with TrainingDiagnostics
+        **trained_speed(trainer, train_metrics.get("train_runtime")),
+        "train_runtime_s": train_metrics.get("train_runtime"),
+        "wall_time_s": time.perf_counter() - started,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "seed": trainer.args.seed,
+        "resumed_from": resume,
+        "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
+        "processes": trainer.args.world_size,
+        "versions": versions,
+    }
 
 
 def package_versions() -> dict[str, str]:
