@@ -97,7 +97,7 @@ def test_a_seed_gives_the_same_run_twice_and_another_seed_another(tiny_model_dir
 
     first, again, other = trained("first", "0"), trained("again", "0"), trained("other", "1")
     assert first[1] == again[1] != other[1]
-    assert all(torch.equal(first[0][name], again[0][name]) for name in first[0])
+    assert first[0].keys() == again[0].keys() and all(torch.equal(first[0][name], again[0][name]) for name in first[0])
     assert not torch.equal(first[0]["method.prompt"], other[0]["method.prompt"])
 
 

@@ -214,13 +214,15 @@ def test_classification_only_methods_and_heads_are_refused_for_generation(tokeni
         Generator.build(backbone, tokenizer, TASK, "suffix")
 
 
-def test_decoding_ignores_the_checkpoints_own_generation_settings(tokenizer_dir):
-    generator = build("gpt2", tokenizer_dir, "deep-prefix")
+@pytest.mark.parametrize("method", ["deep-prefix", "suffix"])
+def test_decoding_ignores_the_checkpoints_own_generation_settings(tokenizer_dir, method):
+    generator = build("gpt2", tokenizer_dir, method)
     rows = [{"text": s} for s in SOURCES]
     beams = Decoding(num_beams=3, max_new_tokens=6)
     written = generator.generate(rows, beams)
     settings = generator.backbone.generation_config
     settings.repetition_penalty, settings.num_return_sequences, settings.min_new_tokens = 5.0, 2, 6
-    settings.cache_implementation = "static"  # as some checkpoints ship it; generate refuses it beside the prefix's cache
+    settings.cache_implementation = "static"  # as some checkpoints ship it; generate refuses it beside a prefix's cache
+    settings.return_dict_in_generate, settings.suppress_tokens = True, generator.tokenizer(" the").input_ids
     assert generator.generate(rows, beams) == written
-    assert settings.cache_implementation == "static"
+    assert generator.backbone.generation_config is settings and settings.cache_implementation == "static"

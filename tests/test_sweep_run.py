@@ -223,3 +223,5 @@ def test_workers_opening_an_empty_postgresql_database_together_all_connect(postg
         storages = list(pool.map(open_after_barrier, range(8)))
     storages[0].create_new_study([], "shared")
     assert [storage.get_study_id_from_name("shared") for storage in storages] == [1] * 8
+    for storage in storages:
+        storage.engine.dispose()

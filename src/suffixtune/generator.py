@@ -139,7 +139,7 @@ class Generator(Classifier):
         return decoding.max_new_tokens or config.max_target_length
 
     def generation_config(self, decoding: Decoding) -> GenerationConfig:
-        """Every setting given: fields left None would come from the checkpoint's own generation config."""
+        """Every setting decoding depends on; `generate_with` keeps the checkpoint's own settings out of the call."""
         return GenerationConfig(
             num_beams=decoding.num_beams, do_sample=False, length_penalty=decoding.length_penalty,
             no_repeat_ngram_size=decoding.no_repeat_ngram_size, repetition_penalty=1.0, num_return_sequences=1,
@@ -160,8 +160,8 @@ class Generator(Classifier):
             cache = DynamicCache(
                 [(layer.keys[:1].expand(rows, -1, -1, -1), layer.values[:1].expand(rows, -1, -1, -1)) for layer in inputs.past_key_values.layers]
             )
-            return generate_after_cache(self.backbone, embeds, mask, self.generation_config(decoding), cache)
-        return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=self.generation_config(decoding))
+            return generate_with(self.backbone, embeds, mask, self.generation_config(decoding), cache)
+        return generate_with(self.backbone, embeds, mask, self.generation_config(decoding))
 
     def predict(self, rows, batch_size: int = 64):
         raise ConfigError("a generation artifact writes text: use generate() (`suffixtune generate`), not predict()")
@@ -169,19 +169,26 @@ class Generator(Classifier):
     predict_logits = predict
 
 
-def generate_after_cache(
-    backbone: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationConfig, cache: DynamicCache
+def generate_with(
+    backbone: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationConfig,
+    cache: DynamicCache | None = None,
 ) -> torch.Tensor:
-    """`generate` continuing from `cache`. `generate` refuses a cache beside a `cache_implementation` (static,
-    offloaded, ...), and fills one in from the checkpoint's own generation config, so that is set aside meanwhile."""
-    checkpoint_settings = backbone.generation_config
-    own_cache = checkpoint_settings.cache_implementation
-    checkpoint_settings.cache_implementation = None
+    """`generate` with `settings` and, of the checkpoint's own generation config, only its special tokens; continuing
+    from `cache` where one is given.
+
+    `generate` fills every setting left unset from the checkpoint's config: a `cache_implementation` it then refuses
+    beside a cache, `return_dict_in_generate`, `stop_strings`, `suppress_tokens`, ... So for the call it has none.
+    """
+    checkpoint = backbone.generation_config
+    backbone.generation_config = GenerationConfig(
+        bos_token_id=checkpoint.bos_token_id, eos_token_id=checkpoint.eos_token_id, pad_token_id=checkpoint.pad_token_id,
+        decoder_start_token_id=checkpoint.decoder_start_token_id,
+    )
     try:
         return backbone.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=settings,
-                                 **{cache_argument(backbone): cache})
+                                 **({} if cache is None else {cache_argument(backbone): cache}))
     finally:
-        checkpoint_settings.cache_implementation = own_cache
+        backbone.generation_config = checkpoint
 
 
 def load_artifact(directory: str | os.PathLike, **options) -> Classifier:

@@ -12,7 +12,7 @@ from transformers import DynamicCache, PreTrainedModel
 from ..classifier import length_sorted_batches
 from ..decoding import Decoding
 from ..errors import ConfigError
-from ..generator import Generator, generate_after_cache
+from ..generator import Generator, generate_with
 from ..tasks.data import Row
 from ..text_pass import encode_texts, eval_mode, within_attention_window
 from .classifier import MultiTaskClassifier
@@ -109,5 +109,5 @@ def shared_source_generate(
         for k, v in zip(state.keys, state.values, strict=True)
     ])
     settings = generators[0].generation_config(decoding)
-    written = generate_after_cache(backbone, embeds, mask, settings, cache)
+    written = generate_with(backbone, embeds, mask, settings, cache)
     return list(written.split(sources))

@@ -192,7 +192,8 @@ def do_run(run: PlannedRun, slot: int | None, directory: Path) -> tuple[TrialSta
     record_path = directory / "metrics.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        logger.warning("run %s: %s was written before (a worker stopped before storing it); storing it", run.run_id, record_path)
+        logger.warning("run %s: %s was written before (by a worker that stopped before storing it, or for another "
+                       "storage); storing it instead of training again", run.run_id, record_path)
     else:
         method = run.settings.get("method", "suffix")
         parsed = train_parser(method).parse_args_into_dataclasses([*run.to_argv(), "--output_dir", str(directory)])

@@ -18,6 +18,7 @@ HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
 CONNECT_TIMEOUT_S = 10
 SCHEMA_LOCK_KEY = 0x5355_4646  # any fixed 64-bit key; this one spells SUFF
+SCHEMA_LOCK_TIMEOUT_S = 120
 
 
 class StorageError(ConfigError):
@@ -82,23 +83,25 @@ def connect(url: str, engine_kwargs: dict, heartbeat: dict, attempts: int = 5) -
     """RDBStorage, with its tables created by one worker at a time.
 
     Workers starting together on an empty database race to create Optuna's tables; PostgreSQL then refuses the
-    loser's CREATE TABLE (a duplicate table, or a unique violation in pg_type). On PostgreSQL a session advisory lock
-    makes creation one at a time; elsewhere the loser tries again once the winner's tables exist.
+    loser's CREATE TABLE (a duplicate table, or a unique violation in pg_type). On PostgreSQL a transaction-scoped
+    advisory lock (released at commit even behind a connection pooler) makes creation one at a time; a loser that
+    still collides, with a process that creates tables without the lock, tries again once the tables exist.
     """
 
     def create() -> RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: in Optuna since 2.9
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            if sqlalchemy.engine.make_url(url).get_backend_name() != "postgresql":
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            engine = sqlalchemy.create_engine(url, **engine_kwargs)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT_S}s'"))
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                    return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            finally:
+                engine.dispose()
 
-    if sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
-        engine = sqlalchemy.create_engine(url, **engine_kwargs)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-                return create()  # the lock goes with the connection
-        finally:
-            engine.dispose()
     for attempt in range(attempts - 1):
         try:
             return create()

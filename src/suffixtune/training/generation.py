@@ -3,7 +3,6 @@ each evaluation scored by decoding the validation sources (BLEU selects the best
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ..tasks import TASKS, Task, get_task
 from ..tasks.generation import Sources, generation_metrics, load_sources, official_e2e_metrics, tokenize_pairs
 from .arguments import DataArguments, MethodArguments, ModelArguments, TrainingArguments
 from .resume import RunSettingsCallback, prepare_run_directory, run_settings
-from .run import checkpointing_asked, how_it_ran, package_versions, train_then_choose
+from .run import checkpointing_asked, how_it_ran, train_then_choose
 from .trainer import ClassifierTrainer, DivergenceCallback, use_readable_logs
 
 SHOWN_GENERATIONS = 5  # sources written into the record with their references, for a reader to judge
@@ -92,10 +91,11 @@ def train_generator(
     method_config: MethodConfig,
     args: TrainingArguments,
     decoding: Decoding,
+    started: float,
+    versions: dict[str, str],
 ) -> dict[str, Any]:
     """Train (or with --do_train False only evaluate) a generator; write the artifact and metrics.json to args.output_dir.
-    The caller holds the run directory's lock."""
-    started, versions = time.perf_counter(), package_versions()
+    The caller, `train`, holds the run directory's lock, and started the clock and read the versions."""
     check_generation_options(task, method_args, method_config, model_args, args)
     method_args.head, method_args.standardize = "lm", "none"
     method = get_method(method_args.method)

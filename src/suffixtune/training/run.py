@@ -158,6 +158,7 @@ def train(
     column's artifact (with its own metrics.json) goes to output_dir/<column>. The run directory is locked meanwhile.
     """
     with run_directory_lock(args):  # held until the record is written
+        started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
         reset_peak_memory()
         tasks = resolve_tasks(data_args)
         if tasks[0].is_generation:
@@ -165,8 +166,8 @@ def train(
                 raise ConfigError("pass --output DIR for the artifact and metrics.json")
             from .generation import train_generator
 
-            return train_generator(tasks[0], model_args, data_args, method_args, method_config, args, decoding or Decoding())
-        started, versions = time.perf_counter(), package_versions()  # the code that runs is the code at the start
+            return train_generator(tasks[0], model_args, data_args, method_args, method_config, args,
+                                   decoding or Decoding(), started, versions)
         if method_args.head is None:
             method_args.head = "linear"
         for task in tasks:
