@@ -75,6 +75,7 @@ def assert_each_run_done_once(sweep: Path, storage_url: str, output: Path) -> No
     assert sorted(frame["run_id"]) == sorted(planned)
     assert (frame["status"] == "ok").all() and frame["accuracy"].between(0, 1).all()
     assert all(Path(directory, "metrics.json").is_file() for directory in frame["directory"])
+    assert all(machine and machine in Path("/proc/cpuinfo").read_text() for machine in frame["machine"])  # seeds reproduce per CPU
     assert len(list((output / "runs").iterdir())) == len(planned)
 
 

@@ -72,7 +72,9 @@ def run_row(study: str, record: dict[str, Any]) -> dict[str, Any]:
                                              "train_samples_per_second", "train_tokens_per_second", "train_runtime_s",
                                              "wall_time_s", "peak_memory_bytes", "directory")}
     versions = record.get("versions", {})
-    row |= {"commit": versions.get("suffixtune_commit"), "versions": versions, "record": record}
+    machine = record.get("machine") or {}
+    row |= {"commit": versions.get("suffixtune_commit"), "machine": machine.get("accelerator") or machine.get("cpu"),
+            "versions": versions, "record": record}
     return row
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import resource
 import subprocess
 import time
@@ -435,7 +436,22 @@ def how_it_ran(
         "resumed_with_changes": [{"flag": name, "stored": old, "now": new} for _, name, old, new in resume_changes] or None,
         "processes": trainer.args.world_size,
         "versions": versions,
+        "machine": machine_facts(),
     }
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the run ran on: the same seed reproduces to the bit on one machine, but not across CPU models."""
+    accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu_model(), "cpu_threads": torch.get_num_threads(), "accelerator": accelerator}
+
+
+def cpu_model() -> str:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def package_versions() -> dict[str, str]:
