@@ -151,3 +151,24 @@ def test_results_export_round_trips_through_csv_and_parquet(sweep_storage, tmp_p
         assert list(exported["run_id"]) == list(stored["run_id"])
         assert exported["accuracy"].tolist() == pytest.approx(stored["accuracy"].tolist())
     assert main(["results", "--storage", str(sweep_storage), "--out", str(tmp_path / "runs.xlsx")]) == 2
+
+
+@pytest.mark.slow
+def test_report_on_runs_scored_only_after_training(tmp_path, tiny_model_dir):
+    write_toy_csv(tmp_path / "train.csv", rows=32, seed=0)
+    write_toy_csv(tmp_path / "test.csv", rows=16, seed=1)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(textwrap.dedent(f"""\
+        name: scored-once
+        fixed: {{model: {tiny_model_dir}, train: {tmp_path / 'train.csv'}, validation: {tmp_path / 'test.csv'},
+                text_column: text, eval_strategy: "no", load_best_model_at_end: false, disable_tqdm: true}}
+        grid:
+          method: [suffix, head]
+        """))
+    assert main(["sweep", "run", str(sweep), "--output-dir", str(tmp_path / "out")]) == 0
+    out = tmp_path / "report"
+    assert main(["report", "--storage", str(tmp_path / "out"), "--out", str(out), "--no-inspect"]) == 0
+    assert sorted(path.name for path in (out / "figures").glob("*.png")) == [
+        "best_vs_prompt_length.png", "metric_vs_parameters.png", "throughput_and_memory.png"]  # no epoch to plot
+    assert "metric_per_epoch" not in (out / "report.md").read_text()
+    assert pd.read_csv(out / "runs.csv")["accuracy"].between(0, 1).all()

@@ -61,11 +61,12 @@ def build_report(
     if "task" != tables[0].column_key and frame["task"].nunique() > 1:
         tables.append(summary_table(frame, metric, "task"))
     figures = {
-        "metric_per_epoch": plots.metric_per_epoch(epochs, metric),
         "best_vs_prompt_length": plots.best_vs_prompt_length(frame, metric),
         "metric_vs_parameters": plots.metric_vs_parameters(frame, metric),
         "throughput_and_memory": plots.throughput_and_memory(frame),
     }
+    if metric in epochs:  # runs evaluated only after training (eval_strategy "no") have no per-epoch points
+        figures = {"metric_per_epoch": plots.metric_per_epoch(epochs, metric)} | figures
     for name, figure in figures.items():
         for suffix in ("png", "svg"):
             atomic_write(out / "figures" / f"{name}.{suffix}", lambda path, f=figure, s=suffix: f.savefig(path, format=s, dpi=150))
