@@ -220,6 +220,18 @@ def test_qnli_is_eval_only_here(tmp_path, capsys):
     assert "no train file for task 'qnli'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_builtin_task_artifact_scores_a_file_with_the_tasks_own_column_names(tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dir), "--task", "sms_spam", "--data", str(DATA_DIR / "sms_spam"),
+                 "--max_train_samples", "16", "--max_steps", "2", "--prompt_length", "2", "--output", str(run),
+                 "--disable_tqdm", "true"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--validation", str(DATA_DIR / "sms_spam" / "test.csv")]) == 0  # columns Label, Text
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["rows"] == 300 and evaluated["source"].endswith("test.csv")  # PROVENANCE.md: 300 test rows
+
+
 def test_a_task_the_hub_cannot_provide_asks_for_its_files(tmp_path, capsys, monkeypatch):
     import datasets
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
-from .tasks import Task
+from .tasks import TASKS, Task
 
 CONFIG_NAME = "suffixtune_config.json"
 WEIGHTS_NAME = "suffixtune_model.safetensors"
@@ -52,12 +52,17 @@ class ClassifierConfig:
         self.num_labels = expected
 
     def as_task(self) -> Task:
+        """The task as trained; a built-in task's files keep their own column names (e.g. SMS spam's `Text`)."""
+        known = TASKS.get(self.task)
+        same_columns = known is not None and (known.text_columns, known.label_column, known.target_column) == (
+            tuple(self.text_columns), self.label_column, self.target_column)
         return Task(
             name=self.task, text_columns=tuple(self.text_columns), template=self.template,
             label_column=self.label_column, metrics=tuple(self.metrics),
             label_names=None if self.label_names is None else tuple(self.label_names),
             label_words=None if self.label_words is None else tuple(self.label_words),
             kind=self.task_kind, target_column=self.target_column, render=self.render,
+            rename=known.rename if same_columns else {},
         )
 
 
