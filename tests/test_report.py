@@ -82,6 +82,24 @@ def test_the_report_takes_a_methods_order_and_prompt_from_its_runs_records(reado
     assert sorted(legend) == ["head (no prompt)", "prefix", "readout", "retired (no prompt)", "suffix"]
 
 
+def test_throughput_is_drawn_apart_for_each_machine_a_sweep_ran_on():
+    frame = pd.DataFrame({
+        "method": ["suffix", "suffix", "suffix", "head"], "model": ["gpt2"] * 4, "report_order": [10, 10, 10, 70],
+        "machine": ["Intel Xeon", "AMD EPYC", "AMD EPYC", "Intel Xeon"],
+        "train_samples_per_second": [12.0, 4.0, 6.0, 30.0], "peak_memory_bytes": [2**30, 2**31, 2**31, 2**30],
+    })
+    figure = plots.throughput_and_memory(frame)
+    speed = figure.axes[0]
+    heights = {text.get_text(): [bar.get_height() for bar in container]
+               for text, container in zip(speed.get_legend().get_texts(), speed.containers, strict=True)}
+    plots.plt.close(figure)
+    assert set(heights) == {"gpt2 · AMD EPYC", "gpt2 · Intel Xeon"}
+    assert heights["gpt2 · AMD EPYC"][0] == 5.0 and heights["gpt2 · Intel Xeon"] == [12.0, 30.0]
+    one_machine = plots.throughput_and_memory(frame[frame["machine"] == "Intel Xeon"])
+    assert one_machine.axes[0].get_legend() is None and len(one_machine.axes[0].containers) == 1
+    plots.plt.close(one_machine)
+
+
 @pytest.fixture(scope="module")
 def sweep_storage(tmp_path_factory, tiny_model_dir):
     directory = tmp_path_factory.mktemp("report-sweep")

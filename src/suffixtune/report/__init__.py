@@ -23,7 +23,7 @@ FIGURES = {
     "metric_per_epoch": "{metric} after each epoch (mean over seeds): prompt methods, one panel per model",
     "best_vs_prompt_length": "Best {metric} against prompt length, per model and method (mean ± std over seeds)",
     "metric_vs_parameters": "{metric} against trainable parameters (log scale)",
-    "throughput_and_memory": "Training throughput and peak memory per method",
+    "throughput_and_memory": "Training throughput and peak memory per method, apart for each model and machine",
 }
 
 

@@ -101,20 +101,22 @@ def metric_vs_parameters(frame: pd.DataFrame, metric: str) -> Figure:
 
 
 def throughput_and_memory(frame: pd.DataFrame) -> Figure:
-    """Training throughput and peak memory per method (mean over its runs), grouped by model."""
+    """Training throughput and peak memory per method (mean over its runs), one bar per model and machine."""
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     methods = method_order(frame)
-    models = sorted(frame["model"].astype(str).unique())
-    width = 0.8 / len(models)
-    for index, model in enumerate(models):
-        runs = frame[frame["model"].astype(str) == model].groupby("method")
+    machines = frame["machine"].fillna("unknown machine").astype(str) if "machine" in frame else pd.Series("", frame.index)
+    bars = frame["model"].astype(str) + (" · " + machines if machines.nunique() > 1 else "")
+    labels = sorted(bars.unique())
+    width = 0.8 / len(labels)
+    for index, label in enumerate(labels):
+        runs = frame[bars == label].groupby("method")
         x = np.arange(len(methods)) + index * width
-        speed.bar(x, [runs["train_samples_per_second"].mean().get(m, np.nan) for m in methods], width, label=model)
-        memory.bar(x, [runs["peak_memory_bytes"].mean().get(m, np.nan) / 2**30 for m in methods], width, label=model)
+        speed.bar(x, [runs["train_samples_per_second"].mean().get(m, np.nan) for m in methods], width, label=label)
+        memory.bar(x, [runs["peak_memory_bytes"].mean().get(m, np.nan) / 2**30 for m in methods], width, label=label)
     for axis, label in ((speed, "training samples / s"), (memory, "peak memory (GiB)")):
-        axis.set_xticks(np.arange(len(methods)) + width * (len(models) - 1) / 2, methods)
+        axis.set_xticks(np.arange(len(methods)) + width * (len(labels) - 1) / 2, methods)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3, axis="y")
-    if len(models) > 1:
+    if len(labels) > 1:
         speed.legend(fontsize="small")
     return figure
