@@ -114,7 +114,7 @@ def throughput_and_memory(frame: pd.DataFrame) -> Figure:
         speed.bar(x, [runs["train_samples_per_second"].mean().get(m, np.nan) for m in methods], width, label=label)
         memory.bar(x, [runs["peak_memory_bytes"].mean().get(m, np.nan) / 2**30 for m in methods], width, label=label)
     for axis, label in ((speed, "training samples / s"), (memory, "peak memory (GiB)")):
-        axis.set_xticks(np.arange(len(methods)) + width * (len(labels) - 1) / 2, methods)
+        axis.set_xticks(np.arange(len(methods)) + width * (len(labels) - 1) / 2, methods, rotation=25, ha="right")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3, axis="y")
     if len(labels) > 1:
