@@ -1,12 +1,14 @@
 """What trains, what is saved, and what a saved artifact refuses."""
 
+import re
+
 import pytest
 import torch
 
 from conftest import make_backbone, toy_task
 from suffixtune import Classifier
 from suffixtune.artifacts import CONFIG_NAME, WEIGHTS_NAME
-from suffixtune.backbone import weights_hash
+from suffixtune.backbone import load_backbone, weights_hash
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.methods.soft_prompt import SoftPromptConfig
 
@@ -47,6 +49,19 @@ def test_label_counts_and_regression(backbone, num_labels):
         assert sum(results[0]["probabilities"].values()) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("batch_size,calls", [(1, 4), (3, 2), (64, 1)])
+def test_predict_runs_in_batches_of_the_size_it_is_given(backbone, batch_size, calls):
+    model, tokenizer = backbone
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=2))
+    batch_sizes = []
+    hook = model.base_model.register_forward_hook(
+        lambda module, args, kwargs, output: batch_sizes.append(len(kwargs["inputs_embeds"])), with_kwargs=True
+    )
+    classifier.predict(TEXTS, batch_size=batch_size)
+    hook.remove()
+    assert len(batch_sizes) == calls and max(batch_sizes) == min(batch_size, len(TEXTS))
+
+
 def test_verbalizer_refuses_regression(backbone):
     model, tokenizer = backbone
     with pytest.raises(ConfigError, match="regression.*--head linear"):
@@ -81,11 +96,19 @@ def test_wrong_base_model_is_refused(tokenizer_dir, tmp_path):
     model, tokenizer = make_backbone("gpt2", tokenizer_dir, seed=0)
     Classifier.build(model, tokenizer, toy_task(2)).save_pretrained(tmp_path)
     other, other_tokenizer = make_backbone("gpt2", tokenizer_dir, seed=1)
-    with pytest.raises(ArtifactError, match="was trained on base model 'tiny-gpt2-seed0'"):
+    with pytest.raises(ArtifactError, match=re.escape(f"{tmp_path} was trained on base model 'tiny-gpt2-seed0'")):
         Classifier.from_pretrained(tmp_path, backbone=other, tokenizer=other_tokenizer)
     llama, llama_tokenizer = make_backbone("llama", tokenizer_dir)
     with pytest.raises(ArtifactError, match="hidden size"):
         Classifier.from_pretrained(tmp_path, backbone=llama, tokenizer=llama_tokenizer)
+
+
+def test_from_pretrained_loads_the_recorded_base_model_in_the_dtype_asked_for(tiny_model_dir, tmp_path):
+    model, tokenizer = load_backbone(str(tiny_model_dir))
+    Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path)
+    loaded = Classifier.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.backbone.dtype == torch.bfloat16
+    assert loaded.method.prompt.dtype == loaded.head.linear.weight.dtype == torch.float32
 
 
 def test_weights_hash_ignores_load_dtype(tokenizer_dir):

@@ -136,6 +136,22 @@ def test_a_folded_checkpoint_resumes_into_a_reparameterised_prompt(tokenizer_dir
     assert torch.equal(resumed.method.reparam[0].weight, resumed_first_layer)  # the hidden layer keeps its gradient path
 
 
+def test_a_state_holding_the_mlp_itself_loads_it_unfolded(tokenizer_dir):
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    config = SoftPromptConfig(prompt_length=3, reparam=True, reparam_hidden_size=8)
+    trained, copy = (Classifier.build(model, tokenizer, toy_task(2), "suffix", config) for _ in range(2))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in trained.method.reparam.parameters():
+            param.normal_(std=0.5)
+    first, second = trained.method.reparam[0], trained.method.reparam[2]
+    embedding = trained.method.prompt.detach()
+    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    copy.method.load_state_dict({name: p.detach() for name, p in trained.method.named_parameters()})
+    assert torch.equal(copy.method.reparam[2].weight, second.weight)  # not reset to zero as for a folded state
+    torch.testing.assert_close(copy.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("deep-prefix", "features"), ("prefix", "none"), ("head", "none")])
 def test_standardize_defaults_to_where_it_was_measured(tiny_model_dir, tmp_path, method, expected):
     data = write_toy_csv(tmp_path / "train.csv", rows=16)
