@@ -139,7 +139,7 @@ def test_a_folded_checkpoint_resumes_into_a_reparameterised_prompt(tokenizer_dir
 def test_a_state_holding_the_mlp_itself_loads_it_unfolded(tokenizer_dir):
     model, tokenizer = make_backbone("gpt2", tokenizer_dir)
     config = SoftPromptConfig(prompt_length=3, reparam=True, reparam_hidden_size=8)
-    trained, copy = (Classifier.build(model, tokenizer, toy_task(2), "suffix", config) for _ in range(2))
+    trained, loaded = (Classifier.build(model, tokenizer, toy_task(2), "suffix", config) for _ in range(2))
     torch.manual_seed(0)
     with torch.no_grad():
         for param in trained.method.reparam.parameters():
@@ -147,9 +147,9 @@ def test_a_state_holding_the_mlp_itself_loads_it_unfolded(tokenizer_dir):
     first, second = trained.method.reparam[0], trained.method.reparam[2]
     embedding = trained.method.prompt.detach()
     expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
-    copy.method.load_state_dict({name: p.detach() for name, p in trained.method.named_parameters()})
-    assert torch.equal(copy.method.reparam[2].weight, second.weight)  # not reset to zero as for a folded state
-    torch.testing.assert_close(copy.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
+    loaded.method.load_state_dict({name: p.detach() for name, p in trained.method.named_parameters()})
+    assert torch.equal(loaded.method.reparam[2].weight, second.weight)  # not reset to zero as for a folded state
+    torch.testing.assert_close(loaded.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method,expected", [("suffix", "features"), ("suffix-lora", "features"), ("deep-prefix", "features"), ("prefix", "none"), ("head", "none")])
