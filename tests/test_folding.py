@@ -19,6 +19,12 @@ from suffixtune.training import DataArguments, MethodArguments, ModelArguments, 
 TEXTS = ["a fine film", "dull and long", "the best thing all year", "I left early", "ok"]
 
 
+def residual_mlp(embedding: torch.Tensor, mlp: torch.nn.Sequential) -> torch.Tensor:
+    """E + W2 relu(W1 E + b1) + b2, written out: the prompt a --reparam method should read."""
+    first, second = mlp[0], mlp[2]
+    return embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
+
+
 def features_with_a_massive_dimension(rows: int = 64, hidden: int = 32) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(rows, hidden, generator=generator)
@@ -103,8 +109,7 @@ def test_reparameterised_prompt_folds_into_plain_vectors(tokenizer_dir, tmp_path
     with torch.no_grad():
         for param in classifier.method.reparam.parameters():
             param.normal_(std=0.5)
-    first, second = classifier.method.reparam[0], classifier.method.reparam[2]
-    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias  # E + MLP(E)
+    expected = residual_mlp(embedding, classifier.method.reparam)
     before = classifier.predict_logits(TEXTS)
     classifier.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "suffixtune_model.safetensors")
@@ -125,9 +130,7 @@ def test_a_folded_checkpoint_resumes_into_a_reparameterised_prompt(tokenizer_dir
     with torch.no_grad():
         for param in [*trained.method.reparam.parameters(), *resumed.method.reparam.parameters()]:
             param.normal_(std=0.5)
-    first, second = trained.method.reparam[0], trained.method.reparam[2]
-    embedding = trained.method.prompt.detach()
-    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    expected = residual_mlp(trained.method.prompt.detach(), trained.method.reparam)
     resumed_first_layer = resumed.method.reparam[0].weight.detach().clone()
     trained.save_pretrained(tmp_path)  # a checkpoint holds the folded prompt, no MLP
     resumed.load_trained_weights(tmp_path)  # as a resumed run loads it: the MLP restarts at E + 0 = E
@@ -144,11 +147,9 @@ def test_a_state_holding_the_mlp_itself_loads_it_unfolded(tokenizer_dir):
     with torch.no_grad():
         for param in trained.method.reparam.parameters():
             param.normal_(std=0.5)
-    first, second = trained.method.reparam[0], trained.method.reparam[2]
-    embedding = trained.method.prompt.detach()
-    expected = embedding + torch.relu(embedding @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    expected = residual_mlp(trained.method.prompt.detach(), trained.method.reparam)
     loaded.method.load_state_dict({name: p.detach() for name, p in trained.method.named_parameters()})
-    assert torch.equal(loaded.method.reparam[2].weight, second.weight)  # not reset to zero as for a folded state
+    assert torch.equal(loaded.method.reparam[2].weight, trained.method.reparam[2].weight)  # not reset to zero as for a folded state
     torch.testing.assert_close(loaded.method.prompt_vectors(), expected, atol=1e-5, rtol=1e-5)
 
 
