@@ -107,6 +107,16 @@ def test_classifiers_keep_the_full_pass_when_a_row_could_leave_the_window(tokeni
     assert MultiTaskClassifier(backbone, tokenizer, short).tasks["short-a"].shared_cache  # 16 + 3 + 3 packed slots fit in 24
     assert short["short-a"].runs_text_apart_when_training()
 
+    # Texts of 20 fit the window alone, but 20 + 3 + 3 packed slots do not. Shared past it, GPT-Neo's local layers
+    # would move "mid-b" by ~0.005 (tiny Mistral's happen to give the same answers: its window comes as a mask).
+    backbone, tokenizer = windowed("gpt-neo", tokenizer_dir, window=24)
+    mid = {"mid-a": suffix_classifier(1, 20), "mid-b": suffix_classifier(2, 20)}
+    together = MultiTaskClassifier(backbone, tokenizer, mid)
+    assert not together.tasks["mid-a"].shared_cache
+    got, expected = [row["mid-b"] for row in together.classify(texts)], mid["mid-b"].predict(texts)
+    for g, e in zip(got, expected, strict=True):
+        assert g["probabilities"] == pytest.approx(e["probabilities"], abs=1e-6)
+
 
 def test_several_label_columns_refuse_a_shared_pass_past_the_window(tokenizer_dir):
     from suffixtune.errors import ConfigError

@@ -11,6 +11,7 @@ from suffixtune import Classifier
 from suffixtune.decoding import Decoding
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.generator import IGNORED, Generator
+from suffixtune.multitask import MultiTaskClassifier, MultiTaskGenerator
 from suffixtune.tasks import Task
 
 TASK = Task(name="describe", kind="generation", text_columns=("text",), target_column="target", label_names=None,
@@ -181,6 +182,10 @@ def test_each_kind_of_artifact_refuses_the_other_command(tokenizer_dir, tmp_path
         Classifier.from_pretrained(tmp_path / "writer", backbone, tokenizer)
     with pytest.raises(ArtifactError, match=r"classifier is a classification artifact .* use `suffixtune predict`"):
         Generator.from_pretrained(tmp_path / "classifier", backbone, tokenizer)
+    with pytest.raises(ArtifactError, match=r"writer is a generation artifact .* use `suffixtune generate`"):
+        MultiTaskClassifier.from_pretrained({"w": tmp_path / "writer"}, backbone, tokenizer)
+    with pytest.raises(ArtifactError, match=r"classifier is a classification artifact .* use `suffixtune predict`"):
+        MultiTaskGenerator.from_pretrained({"c": tmp_path / "classifier"}, backbone, tokenizer)
 
 
 def test_a_source_longer_than_the_context_gives_way_to_the_prompt_and_the_target(tokenizer_dir):

@@ -120,6 +120,23 @@ def test_other_methods_run_their_own_pass_and_leave_the_shared_backbone_alone(to
         torch.testing.assert_close(logits[name], alone(paths, name, kind, tokenizer_dir), atol=1e-4, rtol=1e-4)
 
 
+def test_artifacts_loaded_by_path_each_change_a_backbone_of_their_own(tokenizer_dir, tmp_path, tiny_model_dir):
+    """As `serve` loads them, without a backbone: LoRA and last-blocks may not change the one the others read."""
+    specs = {name: ORDINARY_TASKS[name] for name in ("lora", "last-blocks")} | {"sentiment": SUFFIX_TASKS["sentiment"]}
+    _, _, paths = save_artifacts("gpt2", tokenizer_dir, tmp_path, specs)
+    multitask = MultiTaskClassifier.from_pretrained(paths, model=str(tiny_model_dir))
+    batch = multitask.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    logits = multitask.forward(batch.input_ids, batch.attention_mask, list(specs))
+    for name in specs:
+        torch.testing.assert_close(logits[name], alone(paths, name, "gpt2", tokenizer_dir), atol=1e-4, rtol=1e-4)
+
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)  # one artifact, on a backbone the caller keeps using
+    before = {n: p.clone() for n, p in backbone.named_parameters()}
+    MultiTaskClassifier.from_pretrained({"lora": paths["lora"]}, backbone=backbone, tokenizer=tokenizer)
+    assert {n for n, _ in backbone.named_parameters()} == set(before)
+    assert all(torch.equal(p, before[n]) for n, p in backbone.named_parameters())
+
+
 def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir, tmp_path):
     pair = Task(name="pair", text_columns=("premise", "hypothesis"), label_names=("no", "yes"), template="{premise} ? {hypothesis}")
     backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
@@ -128,7 +145,8 @@ def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir,
     classifier.save_pretrained(tmp_path / "pair")
     sentence = Task(name="sentence", text_columns=("sentence",), label_names=("x", "y"))
     Classifier.build(backbone, tokenizer, sentence, "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path / "sentence")
-    multitask = MultiTaskClassifier.from_pretrained({**paths, "pair": tmp_path / "pair"}, backbone=backbone, tokenizer=tokenizer)
+    # loaded under a name of its own (task "pair" as "entail"): errors name what the user loaded
+    multitask = MultiTaskClassifier.from_pretrained({**paths, "entail": tmp_path / "pair"}, backbone=backbone, tokenizer=tokenizer)
     other_column = MultiTaskClassifier.from_pretrained({**paths, "c": tmp_path / "sentence"}, backbone=backbone, tokenizer=tokenizer)
     passes = count_calls(backbone.base_model)
     other_column.classify(["one text", "and another"])
@@ -137,20 +155,20 @@ def test_text_pairs_and_single_texts_group_by_what_the_task_reads(tokenizer_dir,
     results = multitask.classify(rows)
     formatted = [tokenizer(text, return_tensors="pt").input_ids for text in ["It rains. ? The street is wet.", "A ? B"]]
     expected = torch.cat([classifier(ids, torch.ones_like(ids)).logits for ids in formatted]).softmax(-1)
-    assert [r["pair"]["probabilities"]["yes"] for r in results] == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
-    assert list(results[0]) == ["a", "b", "pair"]
+    assert [r["entail"]["probabilities"]["yes"] for r in results] == pytest.approx(expected[:, 1].tolist(), abs=1e-5)
+    assert list(results[0]) == ["a", "b", "entail"]
     passes = count_calls(backbone.base_model)
     multitask.classify(rows)
-    assert len(passes) == 2  # "a" and "b" read the same text (in one pass); "pair" reads another
+    assert len(passes) == 2  # "a" and "b" read the same text (in one pass); "entail" reads another
     assert list(multitask.classify(rows, tasks=["b"])[0]) == ["b"]
     passes = count_calls(backbone.base_model)
-    assert list(multitask.classify(["just a string"], tasks=["b"])[0]) == ["b"]  # "pair", not asked, neither runs nor checks
+    assert list(multitask.classify(["just a string"], tasks=["b"])[0]) == ["b"]  # "entail", not asked, neither runs nor checks
     assert len(passes) == 1
 
-    with pytest.raises(DataError, match=r"text 1: task 'pair' classifies text pairs; give an object with fields \['premise', 'hypothesis'\]"):
+    with pytest.raises(DataError, match=r"text 1: task 'entail' classifies text pairs; give an object with fields \['premise', 'hypothesis'\]"):
         multitask.classify(["just a string"])
-    with pytest.raises(DataError, match=r"text 2: task 'pair' needs string field\(s\) \['hypothesis'\]"):
-        multitask.classify([rows[0], {"text": "x", "premise": "p"}], tasks=["pair"])
+    with pytest.raises(DataError, match=r"text 2: task 'entail' needs string field\(s\) \['hypothesis'\]"):
+        multitask.classify([rows[0], {"text": "x", "premise": "p"}], tasks=["entail"])
     with pytest.raises(DataError, match="text 2 is empty"):
         multitask.classify(["ok", ""], tasks=["a"])
 
