@@ -129,6 +129,13 @@ def test_artifacts_loaded_by_path_each_change_a_backbone_of_their_own(tokenizer_
     logits = multitask.forward(batch.input_ids, batch.attention_mask, list(specs))
     for name in specs:
         torch.testing.assert_close(logits[name], alone(paths, name, "gpt2", tokenizer_dir), atol=1e-4, rtol=1e-4)
+    assert multitask.tasks["sentiment"].to_dict() == {  # what the service lists at /v1/tasks
+        "name": "sentiment", "task": "sentiment", "kind": "classification", "method": "suffix", "head": "linear",
+        "labels": ["class0", "class1"], "prompt_length": 3, "pooling": "last", "text_columns": ["text"],
+        "max_length": 128 - 3, "shared_cache": True, "artifact": str(paths["sentiment"]),
+    }
+    half = MultiTaskClassifier.from_pretrained({"sentiment": paths["sentiment"]}, model=str(tiny_model_dir), dtype=torch.bfloat16)
+    assert half.backbone.dtype == torch.bfloat16
 
     backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)  # one artifact, on a backbone the caller keeps using
     before = {n: p.clone() for n, p in backbone.named_parameters()}
