@@ -6,11 +6,15 @@ are installed, score each MR against all of its references. `--zero-shot` adds t
 artifact whose prompt is still the task's instruction text (nothing trained).
 
     python bench/e2e_test_scores.py runs/e2e-study --data ../shared/data/e2e --max-eval-samples 100 --zero-shot
+
+A run trained with --reparam is labelled with it and its learning rate; `--runs-matching` scores only the run
+directories whose names match one of its globs (a diverged run decodes to the token limit at every beam, for minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import time
 from pathlib import Path
@@ -30,6 +34,17 @@ def score(generator: Generator, sources, decoding: Decoding, batch_size: int) ->
     return generation_metrics(written, sources.references), written, time.perf_counter() - started
 
 
+def matches(name: str, globs: list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, glob) for glob in globs)
+
+
+def method_label(record: dict) -> str:
+    """The method, with `--reparam` and the learning rate where the run trained through the MLP."""
+    if not record["config"]["method_config"].get("reparam"):
+        return record["method"]
+    return f"{record['method']} --reparam (lr {record['config']['training']['learning_rate']:g})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", help="A sweep's output directory (its runs/ hold the run directories).")
@@ -38,6 +53,8 @@ def main() -> None:
     parser.add_argument("--num-beams", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--zero-shot", action="store_true")
+    parser.add_argument("--runs-matching", nargs="+", default=["*"], metavar="GLOB",
+                        help="Score only the run directories whose names match one of these globs.")
     parser.add_argument("--out", help="Write the rows as JSON lines here too.")
     options = parser.parse_args()
     task = get_task("e2e")
@@ -50,13 +67,14 @@ def main() -> None:
         metrics, written, seconds = score(generator, sources, decoding, options.batch_size)
         rows.append({"run": "zero-shot (untrained suffix: the instruction's 20 tokens)", "method": "zero-shot", "prompt_length": None,
                      "validation_bleu": None, "train_runtime_s": 0, **metrics, "decode_s": seconds, "written": written})
-    for directory in sorted(p for p in Path(options.runs, "runs").iterdir() if (p / CONFIG_NAME).is_file()):
+    runs = Path(options.runs, "runs").iterdir()
+    for directory in sorted(p for p in runs if (p / CONFIG_NAME).is_file() and matches(p.name, options.runs_matching)):
         if read_config(directory).task_kind != "generation":
             continue
         record = json.loads((directory / "metrics.json").read_text())
         generator = Generator.from_pretrained(directory)
         metrics, written, seconds = score(generator, sources, decoding, options.batch_size)
-        rows.append({"run": directory.name, "method": record["method"], "prompt_length": record["prompt_length"],
+        rows.append({"run": directory.name, "method": method_label(record), "prompt_length": record["prompt_length"],
                      "seed": record["seed"], "validation_bleu": record["eval"]["bleu"], "train_runtime_s": record["train_runtime_s"],
                      **metrics, "decode_s": seconds, "written": written})
     shown = [m for m in METRICS if all(m in row for row in rows)]
