@@ -85,6 +85,14 @@ def test_every_method_trains_through_the_cli(tiny_model_dir, tmp_path, capsys, m
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("reparam", "learning_rate"), [("false", 3e-3), ("true", 3e-4)])
+def test_deep_prefix_through_its_mlp_trains_at_a_tenth_of_the_rate_by_default(tiny_model_dir, tmp_path, reparam, learning_rate):
+    assert main(train_args(tiny_model_dir, tmp_path, "--reparam", reparam, "--max_steps", "1", method="deep-prefix")) == 0
+    training = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["training"]
+    assert training["learning_rate"] == learning_rate and training["head_learning_rate"] == learning_rate
+
+
+@pytest.mark.slow
 def test_a_seed_gives_the_same_run_twice_and_another_seed_another(tiny_model_dir, tmp_path):
     """Sweeps compare seeds: a rerun of one seed must reproduce it to the bit, or seed spread hides noise."""
     from safetensors.torch import load_file

@@ -50,6 +50,15 @@ def test_custom_generation_data_trains_evaluates_and_writes(tiny_model_dir, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("reparam", "learning_rate"), [("false", 3e-3), ("true", 3e-4)])
+def test_a_deep_prefix_writer_through_its_mlp_trains_at_a_tenth_of_the_rate_by_default(tiny_model_dir, tmp_path, reparam, learning_rate):
+    args = generation_args(tiny_model_dir, tmp_path, "--method", "deep-prefix", "--prompt_length", "2", "--reparam", reparam,
+                           "--max_steps", "1", "--num_beams", "1", "--max_eval_samples", "2")
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["training"]["learning_rate"] == learning_rate
+
+
+@pytest.mark.slow
 def test_e2e_trains_from_the_dev_set_and_scores_the_test_set(tiny_model_dir, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--model", str(tiny_model_dir), "--task", "e2e", "--data", str(DATA_DIR / "e2e"), "--output", str(run),

@@ -69,6 +69,11 @@ class Method(nn.Module):
         self.config = config
 
     @classmethod
+    def learning_rate_for(cls, config: MethodConfig) -> float:
+        """--learning_rate when none is given, for these settings of the method."""
+        return cls.default_learning_rate
+
+    @classmethod
     def check(cls, config: MethodConfig, head: str, dtype: str, activation_checkpointing: bool, training: bool) -> None:
         """Refuse settings this method cannot train with, before any model loads."""
         if activation_checkpointing and not cls.supports_activation_checkpointing:

@@ -92,7 +92,7 @@ class TrainingArguments(transformers.TrainingArguments):
                   "are removed first (without it, such a directory is refused unless its settings match)."},
     )
     do_train: bool = field(default=True, metadata={"help": "Train; with --do_train False only evaluate the initial classifier (zero-shot)."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's own (3e-3 suffix, prefix, deep-prefix, head; 5e-4 lora; 5e-5 last-blocks; 2e-5 full)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate; default: the method's own (3e-3 suffix, prefix, deep-prefix, head; 3e-4 deep-prefix --reparam; 5e-4 lora; 5e-5 last-blocks; 2e-5 full)."})
     head_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Peak learning rate of the linear head; default: 3e-3 for lora, last-blocks and full "

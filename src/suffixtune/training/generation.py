@@ -100,7 +100,7 @@ def train_generator(
     method_args.head, method_args.standardize = "lm", "none"
     method = get_method(method_args.method)
     if args.learning_rate is None:
-        args.learning_rate = method.default_learning_rate
+        args.learning_rate = method.learning_rate_for(method_config)
     args.head_learning_rate = args.learning_rate  # the LM head adds no parameters of its own
     args.metric_for_best_model, args.greater_is_better = task.metrics[0], True
     args.prediction_loss_only = True  # the scores come from decoding, not from the loss pass's logits

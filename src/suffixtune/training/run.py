@@ -179,7 +179,7 @@ def train(
             raise ConfigError("pass --output DIR for the artifact and metrics.json")
         method = get_method(method_args.method)
         if args.learning_rate is None:
-            args.learning_rate = method.default_learning_rate
+            args.learning_rate = method.learning_rate_for(method_config)
         if args.head_learning_rate is None:
             args.head_learning_rate = method.default_head_learning_rate or args.learning_rate
         if method_args.standardize is None:
