@@ -56,7 +56,10 @@ def test_cola_with_a_header_and_a_byte_order_mark_reads_as_without(tmp_path):
     plain, marked = tmp_path / "plain.tsv", tmp_path / "marked.tsv"
     plain.write_text(rows)
     marked.write_bytes(("\ufeffsource\tlabel\toriginal_label\tsentence\n" + rows).encode("utf-8"))
-    for path in (plain, marked):
+    csv_plain, csv_header = tmp_path / "plain.csv", tmp_path / "header.csv"
+    csv_plain.write_text(rows.replace("\t", ","))
+    csv_header.write_text("source,label,original_label,sentence\n" + rows.replace("\t", ","))
+    for path in (plain, marked, csv_plain, csv_header):
         split = load_split(get_task("cola"), "train", file=path)
         assert split.texts == ["The sailors rode the breeze clear of the rocks.", "The more we study verbs."], path
         assert split.labels == [1, 0]
@@ -123,6 +126,8 @@ def test_mixed_label_kinds(tmp_path):
     train = custom(tmp_path, "text,label\na,1\nb,positive\n")
     with pytest.raises(DataError, match="mixes label names and numbers"):
         custom_task(train, "text", None, "label", regression=False)
+    with pytest.raises(DataError, match=r"mixes label names and numbers \(\['1', '2', 'nan'\]\)"):  # 'nan' is a name, not a number
+        custom_task(custom(tmp_path, "text,label\na,1\nb,nan\nc,2\n", "nan.csv"), "text", None, "label", regression=False)
     validation = custom(tmp_path, "sentence,label\na,0\nb,positive\n", "validation.csv")
     with pytest.raises(DataError, match=r"mixes label names and indices \(row 1: '0', row 2: 'positive'\)"):
         load_split(get_task("sst2"), "validation", file=validation)
@@ -168,6 +173,12 @@ def test_regression_needs_numbers(tmp_path):
     task = custom_task(path, "text", None, "score", regression=True)
     with pytest.raises(DataError, match=r"row 2, column 'score': 'high' is not a number"):
         load_split(task, "train", file=path)
+    for bad, row in (("nan", 2), ("inf", 3), ("-Infinity", 1)):  # float() reads all three; MSE and Pearson cannot
+        scores = ["1.5", "0.5", "2"]
+        scores[row - 1] = bad
+        path = custom(tmp_path, "text,score\n" + "".join(f"t{i},{s}\n" for i, s in enumerate(scores)), "nonfinite.csv")
+        with pytest.raises(DataError, match=rf"nonfinite.csv: row {row}, column 'score': '{bad}' is not a finite number"):
+            load_split(task, "train", file=path)
 
 
 def test_unknown_task_and_file_type(tmp_path):
@@ -187,6 +198,7 @@ def test_tokenize_cuts_long_texts(tokenizer_dir, caplog):
     rows = [{"text": "word " * 50}, {"text": "short"}, {"text": exact}]
     dataset = tokenize(Split(rows, [0, 1, 0], "mem.csv", toy_task(2)), tokenizer, max_length=10)
     assert dataset["length"] == [10, 1, 10] and tokenizer.decode(dataset["input_ids"][2]) == exact
+    assert dataset["labels"] == [0, 1, 0]
     assert "mem.csv: 1 of 3 rows are longer than 10 tokens and were cut" in caplog.text
 
 
@@ -243,6 +255,9 @@ def test_a_cut_pair_fills_max_length_with_or_without_a_bos_token(tokenizer_dir, 
         assert len(ids[0]) == max_length and ids[0].count(tokenizer.bos_token_id) == bos and (ids[0][0] == 50256) == bos
         premise, _, hypothesis = tokenizer.decode(ids[0], skip_special_tokens=True).partition("\nHypothesis: ")
         assert len(tokenizer(premise.removeprefix("Premise: ")).input_ids) - len(tokenizer(hypothesis).input_ids) in (-1, 0, 1)
+    short = {"sentence1": "It rains.", "sentence2": "The street is wet."}  # not cut: tokenized as the tokenizer itself does
+    ids, _ = encode_rows(task, [short], tokenizer, 64)
+    assert ids[0] == [50256] * bos + tokenizer("Premise: It rains.\nHypothesis: The street is wet.", add_special_tokens=False).input_ids
 
 
 @pytest.mark.parametrize(("task_name", "split", "joint"), [("rte", "train", "\nHypothesis: "), ("rte", "validation", "\nHypothesis: "),
@@ -313,7 +328,7 @@ def test_unreadable_files_name_the_line(tmp_path):
         load_split(sst2, "train", file=custom(tmp_path, '["fine", 1]\n', "list.jsonl"))
     with pytest.raises(DataError, match=r"comma.csv: Error tokenizing data. C error: Expected 2 fields in line 3, saw 3; quote cells"):
         load_split(sst2, "train", file=custom(tmp_path, "sentence,label\nfine,1\nslow, but fine,0\n", "comma.csv"))
-    with pytest.raises(DataError, match=r"folder.csv: is a directory; give a file"):
+    with pytest.raises(DataError, match=r"folder.csv: is a directory; give a file \(.csv, .json, .jsonl, .parquet, .tsv\)"):
         (tmp_path / "folder.csv").mkdir()
         load_split(sst2, "train", file=tmp_path / "folder.csv")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -205,9 +206,13 @@ def encode_labels(values: list, task: Task, source: str) -> list[int] | list[flo
         encoded = []
         for number, value in enumerate(values, start=1):
             try:
-                encoded.append(float(value))
+                score = float(value)
             except (TypeError, ValueError):
                 raise DataError(f"{source}: row {number}, column {column!r}: {value!r} is not a number") from None
+            if not math.isfinite(score):
+                raise DataError(f"{source}: row {number}, column {column!r}: {value!r} is not a finite number; "
+                                "a regression label must be a real score (drop rows without one)")
+            encoded.append(score)
         return encoded
     names = {name: index for index, name in enumerate(task.label_names)}
     numeric_names = all(as_number(name) is not None for name in names)
