@@ -1,9 +1,11 @@
 """What trains, what is saved, and what a saved artifact refuses."""
 
+import hashlib
 import re
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from conftest import make_backbone, toy_task
 from suffixtune import Classifier
@@ -77,9 +79,10 @@ def test_save_load_gives_identical_predictions(backbone, tmp_path, method, head)
         for p in classifier.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # make sure trained values, not the init, are what loads
-    classifier.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
-    reloaded = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer)
+    directory = tmp_path / "runs" / "model"  # parents are made, as transformers' save_pretrained makes them
+    classifier.save_pretrained(directory)
+    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    reloaded = Classifier.from_pretrained(directory, backbone=model, tokenizer=tokenizer)
     torch.testing.assert_close(reloaded.predict_logits(TEXTS), classifier.predict_logits(TEXTS), atol=0, rtol=0)
 
 
@@ -90,6 +93,13 @@ def test_artifact_is_only_what_trained(backbone, tmp_path):
     hidden = model.get_input_embeddings().embedding_dim
     expected_floats = 20 * hidden + hidden * 2 + 2
     assert (tmp_path / WEIGHTS_NAME).stat().st_size < expected_floats * 4 + 1024
+    # the "format" transformers' loader checks, and a digest of the bytes that artifacts saved earlier must still match
+    with safe_open(tmp_path / WEIGHTS_NAME, "pt") as saved:
+        metadata, tensors = saved.metadata(), {name: saved.get_tensor(name) for name in saved.keys()}
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        digest.update(f"{name}:torch.float32:{list(tensors[name].shape)};".encode() + tensors[name].numpy().tobytes())
+    assert metadata["format"] == "pt" and metadata["suffixtune_weights"] == digest.hexdigest()
 
 
 def test_wrong_base_model_is_refused(tokenizer_dir, tmp_path):
