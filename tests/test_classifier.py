@@ -11,6 +11,7 @@ from conftest import make_backbone, toy_task
 from suffixtune import Classifier
 from suffixtune.artifacts import CONFIG_NAME, WEIGHTS_NAME
 from suffixtune.backbone import load_backbone, weights_hash
+from suffixtune.classifier import length_sorted_batches
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.methods.soft_prompt import SoftPromptConfig
 
@@ -62,6 +63,13 @@ def test_predict_runs_in_batches_of_the_size_it_is_given(backbone, batch_size, c
     classifier.predict(TEXTS, batch_size=batch_size)
     hook.remove()
     assert len(batch_sizes) == calls and max(batch_sizes) == min(batch_size, len(TEXTS))
+
+
+def test_batches_hold_rows_of_similar_length(backbone):
+    _, tokenizer = backbone
+    rows = [[5] * 7, [6], [7] * 3, [8] * 2, [9] * 6]
+    batches = [(chunk, batch["input_ids"].shape) for chunk, batch in length_sorted_batches(tokenizer, rows, 2, "cpu")]
+    assert batches == [([1, 3], (2, 2)), ([2, 4], (2, 6)), ([0], (1, 7))]
 
 
 def test_verbalizer_refuses_regression(backbone):
