@@ -106,6 +106,8 @@ def test_classifiers_keep_the_full_pass_when_a_row_could_leave_the_window(tokeni
     short = {"short-a": suffix_classifier(1, 16), "short-b": suffix_classifier(2, 16)}
     assert MultiTaskClassifier(backbone, tokenizer, short).tasks["short-a"].shared_cache  # 16 + 3 + 3 packed slots fit in 24
     assert short["short-a"].runs_text_apart_when_training()
+    assert suffix_classifier(1, 20).runs_text_apart_when_training()  # 20 text + 3 prompt slots fit a window of 24
+    assert not suffix_classifier(1, 21).runs_text_apart_when_training()  # 21 + 3 do not
 
     # Texts of 20 fit the window alone, but 20 + 3 + 3 packed slots do not. Shared past it, GPT-Neo's local layers
     # would move "mid-b" by ~0.005 (tiny Mistral's happen to give the same answers: its window comes as a mask).
