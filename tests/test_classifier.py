@@ -123,10 +123,13 @@ def test_wrong_base_model_is_refused(tokenizer_dir, tmp_path):
 
 def test_from_pretrained_loads_the_recorded_base_model_in_the_dtype_asked_for(tiny_model_dir, tmp_path):
     model, tokenizer = load_backbone(str(tiny_model_dir))
-    Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path)
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=2))
+    classifier.save_pretrained(tmp_path)
     loaded = Classifier.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert loaded.backbone.dtype == torch.bfloat16
     assert loaded.method.prompt.dtype == loaded.head.linear.weight.dtype == torch.float32
+    for got, expected in zip(loaded.predict(TEXTS), classifier.predict(TEXTS), strict=True):  # the prompt joins the text in bfloat16
+        assert list(got["probabilities"].values()) == pytest.approx(list(expected["probabilities"].values()), abs=0.02)
 
 
 def test_weights_hash_ignores_load_dtype(tokenizer_dir):
