@@ -7,7 +7,7 @@ from peft import PromptTuningConfig, get_peft_model
 from conftest import make_backbone, toy_task
 from suffixtune import Classifier
 from suffixtune.methods.base import place_prompt
-from suffixtune.methods.soft_prompt import SoftPromptConfig
+from suffixtune.methods.soft_prompt import SoftPromptConfig, prompt_token_ids
 
 TEXTS = [
     "A gripping, beautifully shot film.",
@@ -80,3 +80,11 @@ def test_a_fallback_to_random_init_is_what_the_artifact_records(tokenizer_dir):
     bare = Task(name="bare", text_columns=("text",), label_names=("a", "b"))  # no prompt text to start from
     classifier = Classifier.build(model, tokenizer, bare, "suffix", SoftPromptConfig(prompt_length=3, prompt_init="text"))
     assert classifier.classifier_config.method_config["prompt_init"] == "random"
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_a_text_init_cycles_the_texts_own_tokens(tokenizer_dir, bos):
+    from transformers import GPT2TokenizerFast
+
+    tokenizer = GPT2TokenizerFast.from_pretrained(tokenizer_dir, add_bos_token=bos)
+    assert prompt_token_ids(tokenizer, " Answer:", 5).tolist() == [23998, 25, 23998, 25, 23998]  # "ĠAnswer", ":"; no BOS
