@@ -303,9 +303,13 @@ def test_last_blocks_names_an_architecture_it_cannot_read(tokenizer_dir, missing
 
 def test_every_method_is_registered_with_a_config_learning_rate_and_report_order():
     assert set(METHODS) == {"suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "full", "last-blocks", "head"}
-    for method in METHODS.values():
-        assert method.default_learning_rate > 0
-        method.config_class()  # defaults are valid
+    readme_rates = {  # README, "Defaults": soft prompts 3e-3; deep-prefix and head 3e-3, lora 5e-4, ...
+        "suffix": 3e-3, "suffix-lora": 3e-3, "prefix": 3e-3, "deep-prefix": 3e-3, "head": 3e-3,
+        "lora": 5e-4, "last-blocks": 5e-5, "full": 2e-5,
+    }
+    for name, method in METHODS.items():
+        assert method.learning_rate_for(method.config_class()) == readme_rates[name], name  # defaults are valid
+    assert METHODS["deep-prefix"].learning_rate_for(METHODS["deep-prefix"].config_class(reparam=True)) == 3e-4
     by_order = sorted(METHODS, key=lambda name: METHODS[name].report_order)
     assert by_order == ["suffix", "suffix-lora", "prefix", "deep-prefix", "lora", "last-blocks", "full", "head"]
     assert len({method.report_order for method in METHODS.values()}) == len(METHODS)
