@@ -94,6 +94,24 @@ def test_save_load_gives_identical_predictions(backbone, tmp_path, method, head)
     torch.testing.assert_close(reloaded.predict_logits(TEXTS), classifier.predict_logits(TEXTS), atol=0, rtol=0)
 
 
+def test_a_saved_artifact_reads_its_tasks_files_as_training_did(backbone, tmp_path):
+    from suffixtune.tasks import TASKS
+
+    model, tokenizer = backbone
+    Classifier.build(model, tokenizer, TASKS["mrpc"], "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path)
+    task = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer).classifier_config.as_task()
+    assert (task.name, task.text_columns, task.label_column, task.label_names) == (
+        "mrpc", ("sentence1", "sentence2"), "label", ("not_equivalent", "equivalent"))
+    assert task.rename == {"#1 String": "sentence1", "#2 String": "sentence2", "Quality": "label"}  # GLUE's MRPC TSV
+
+
+def test_build_cuts_texts_where_train_does_by_default(tokenizer_dir):
+    model, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    model.config.n_positions = 1024  # GPT-2's own context: room for more than the default
+    classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=2))
+    assert classifier.classifier_config.max_length == 256  # `suffixtune train --max_length`'s default
+
+
 def test_artifact_is_only_what_trained(backbone, tmp_path):
     model, tokenizer = backbone
     classifier = Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=20))
