@@ -102,6 +102,8 @@ def test_a_saved_artifact_reads_its_tasks_files_as_training_did(backbone, tmp_pa
     task = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer).classifier_config.as_task()
     assert (task.name, task.text_columns, task.label_column, task.label_names) == (
         "mrpc", ("sentence1", "sentence2"), "label", ("not_equivalent", "equivalent"))
+    assert (task.template, task.metrics, task.label_words) == (
+        "Sentence 1: {sentence1}\nSentence 2: {sentence2}", ("f1", "accuracy"), (" no", " yes"))
     assert task.rename == {"#1 String": "sentence1", "#2 String": "sentence2", "Quality": "label"}  # GLUE's MRPC TSV
 
 
