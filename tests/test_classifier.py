@@ -1,6 +1,8 @@
 """What trains, what is saved, and what a saved artifact refuses."""
 
 import hashlib
+import importlib.metadata
+import json
 import re
 
 import pytest
@@ -128,6 +130,8 @@ def test_artifact_is_only_what_trained(backbone, tmp_path):
     for name in sorted(tensors):
         digest.update(f"{name}:torch.float32:{list(tensors[name].shape)};".encode() + tensors[name].numpy().tobytes())
     assert metadata["format"] == "pt" and metadata["suffixtune_weights"] == digest.hexdigest()
+    saved = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert saved["suffixtune_version"] == importlib.metadata.version("suffixtune")  # which release wrote it
 
 
 def test_wrong_base_model_is_refused(tokenizer_dir, tmp_path):

@@ -171,6 +171,17 @@ def test_save_then_load_writes_the_same_text(tokenizer_dir, tmp_path, method):
     assert loaded.generate(rows, Decoding(num_beams=2, max_new_tokens=6)) == written
 
 
+def test_a_saved_e2e_generator_renders_sources_and_reads_references_as_training_did(tokenizer_dir, tmp_path):
+    from suffixtune.tasks import TASKS
+
+    backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
+    Generator.build(backbone, tokenizer, TASKS["e2e"], "lora", max_length=40, max_target_length=16).save_pretrained(tmp_path)
+    task = Generator.from_pretrained(tmp_path, *make_backbone("gpt2", tokenizer_dir)).classifier_config.as_task()
+    assert (task.name, task.kind, task.text_columns, task.target_column, task.render) == (
+        "e2e", "generation", ("mr",), "ref", "e2e")
+    assert task.format(task.rendered({"mr": "name[The Eagle], food[French]"})) == "Restaurant: name : The Eagle | food : French\nDescription:"
+
+
 def test_each_kind_of_artifact_refuses_the_other_command(tokenizer_dir, tmp_path):
     from conftest import toy_task
 
