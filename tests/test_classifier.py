@@ -294,3 +294,6 @@ def test_no_room_for_the_text_is_refused_before_training(backbone):
     with pytest.raises(ConfigError, match="--max_length 0 leaves no room for the text"):
         Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=4), max_length=0)
     assert Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=127)).classifier_config.max_length == 1
+    assert Classifier.build(model, tokenizer, toy_task(2), "suffix", max_length=1).classifier_config.max_length == 1
+    with pytest.raises(ConfigError, match="adds 128 positions"):  # a text of 1 fits --max_length, not the model
+        Classifier.build(model, tokenizer, toy_task(2), "suffix", SoftPromptConfig(prompt_length=128), max_length=1)
