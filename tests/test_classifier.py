@@ -16,6 +16,7 @@ from suffixtune.backbone import load_backbone, weights_hash
 from suffixtune.classifier import length_sorted_batches
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.methods.soft_prompt import SoftPromptConfig
+from suffixtune.tasks import Task
 
 TEXTS = ["a fine film", "it was dull and far too long", "wonderful", "no"]
 
@@ -100,13 +101,17 @@ def test_a_saved_artifact_reads_its_tasks_files_as_training_did(backbone, tmp_pa
     from suffixtune.tasks import TASKS
 
     model, tokenizer = backbone
-    Classifier.build(model, tokenizer, TASKS["mrpc"], "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path)
-    task = Classifier.from_pretrained(tmp_path, backbone=model, tokenizer=tokenizer).classifier_config.as_task()
+    Classifier.build(model, tokenizer, TASKS["mrpc"], "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path / "mrpc")
+    task = Classifier.from_pretrained(tmp_path / "mrpc", backbone=model, tokenizer=tokenizer).classifier_config.as_task()
     assert (task.name, task.text_columns, task.label_column, task.label_names) == (
         "mrpc", ("sentence1", "sentence2"), "label", ("not_equivalent", "equivalent"))
     assert (task.template, task.metrics, task.label_words) == (
         "Sentence 1: {sentence1}\nSentence 2: {sentence2}", ("f1", "accuracy"), (" no", " yes"))
     assert task.rename == {"#1 String": "sentence1", "#2 String": "sentence2", "Quality": "label"}  # GLUE's MRPC TSV
+    custom = Task(name="reviews", text_columns=("review",), label_column="stars", label_names=("1", "2"))
+    Classifier.build(model, tokenizer, custom).save_pretrained(tmp_path / "custom")  # --label_column stars
+    task = Classifier.from_pretrained(tmp_path / "custom", backbone=model, tokenizer=tokenizer).classifier_config.as_task()
+    assert (task.name, task.text_columns, task.label_column) == ("reviews", ("review",), "stars")
 
 
 def test_build_cuts_texts_where_train_does_by_default(tokenizer_dir):
