@@ -16,7 +16,7 @@ from suffixtune.backbone import load_backbone, weights_hash
 from suffixtune.classifier import length_sorted_batches
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.methods.soft_prompt import SoftPromptConfig
-from suffixtune.tasks import Task
+from suffixtune.tasks import TASKS, Task
 
 TEXTS = ["a fine film", "it was dull and far too long", "wonderful", "no"]
 
@@ -98,8 +98,6 @@ def test_save_load_gives_identical_predictions(backbone, tmp_path, method, head)
 
 
 def test_a_saved_artifact_reads_its_tasks_files_as_training_did(backbone, tmp_path):
-    from suffixtune.tasks import TASKS
-
     model, tokenizer = backbone
     Classifier.build(model, tokenizer, TASKS["mrpc"], "suffix", SoftPromptConfig(prompt_length=2)).save_pretrained(tmp_path / "mrpc")
     task = Classifier.from_pretrained(tmp_path / "mrpc", backbone=model, tokenizer=tokenizer).classifier_config.as_task()

@@ -12,7 +12,7 @@ from suffixtune.decoding import Decoding
 from suffixtune.errors import ArtifactError, ConfigError
 from suffixtune.generator import IGNORED, Generator
 from suffixtune.multitask import MultiTaskClassifier, MultiTaskGenerator
-from suffixtune.tasks import Task
+from suffixtune.tasks import TASKS, Task
 
 TASK = Task(name="describe", kind="generation", text_columns=("text",), target_column="target", label_names=None,
             template="Facts: {text}\nText:", prompt_text=" Write it out:", metrics=("bleu", "rouge_l"))
@@ -172,8 +172,6 @@ def test_save_then_load_writes_the_same_text(tokenizer_dir, tmp_path, method):
 
 
 def test_a_saved_e2e_generator_renders_sources_and_reads_references_as_training_did(tokenizer_dir, tmp_path):
-    from suffixtune.tasks import TASKS
-
     backbone, tokenizer = make_backbone("gpt2", tokenizer_dir)
     Generator.build(backbone, tokenizer, TASKS["e2e"], "lora", max_length=40, max_target_length=16).save_pretrained(tmp_path)
     task = Generator.from_pretrained(tmp_path, *make_backbone("gpt2", tokenizer_dir)).classifier_config.as_task()
